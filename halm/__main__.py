@@ -1,0 +1,3 @@
+from halm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Audio I/O and the causal log-mel front-end."""
+
+from halm.audio.io import AudioError, load_audio, resample, save_audio
+from halm.audio.mel import MelConfig, causal_log_mel, mel_filterbank, n_codec_frames
+
+__all__ = [
+    "AudioError",
+    "MelConfig",
+    "causal_log_mel",
+    "load_audio",
+    "mel_filterbank",
+    "n_codec_frames",
+    "resample",
+    "save_audio",
+]

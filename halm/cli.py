@@ -1,0 +1,165 @@
+"""The `halm` command: one entry point, subcommands mapped to plain functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from halm import __version__
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from halm.audio import AudioError
+    from halm.data import SourceError
+    from halm.data.synth import CorpusMismatch
+
+    return (AudioError, SourceError, CorpusMismatch, FileNotFoundError)
+
+
+def cmd_synth(args) -> int:
+    from halm.data.synth import synthesize
+
+    stats = synthesize(args.kind, args.out, args.minutes, seed=args.seed, sample_rate=args.sample_rate,
+                       progress=not args.json and not args.quiet)
+    result = {"out": stats.out, "kind": stats.kind, "clips": stats.items, "seconds": round(stats.seconds, 2),
+              "new_clips": stats.new_items, "new_seconds": round(stats.new_seconds, 2),
+              "elapsed_s": round(stats.elapsed, 2), "realtime_factor": round(stats.realtime_factor, 1)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        what = (f"made {stats.new_items} clips ({stats.new_seconds / 60:.1f} min) at {stats.realtime_factor:.0f}x real time"
+                if stats.new_items else "already complete, nothing to do")
+        print(f"{stats.out}: {what}; corpus has {stats.items} clips, {stats.seconds / 60:.1f} min "
+              f"(manifest: {stats.out}/manifest.jsonl)")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from halm.data import open_source
+
+    n, with_text, splits, ids = 0, 0, {}, set()
+    missing, dupes = [], []
+    for item in open_source(args.source):
+        n += 1
+        with_text += item.text is not None
+        splits[item.split or "(none)"] = splits.get(item.split or "(none)", 0) + 1
+        if not item.path.exists():
+            missing.append(str(item.path))
+        if item.id in ids:
+            dupes.append(item.id)
+        ids.add(item.id)
+    result = {"source": args.source, "items": n, "with_text": with_text, "splits": splits,
+              "missing_files": missing[:20], "n_missing_files": len(missing), "duplicate_ids": dupes[:20]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.source}: {n} items, {with_text} with text, splits {splits}")
+        for m in missing[:20]:
+            print(f"  missing: {m}")
+        for d in dupes[:20]:
+            print(f"  duplicate id: {d}")
+    return 1 if missing or dupes else 0
+
+
+def cmd_mel(args) -> int:
+    import numpy as np
+
+    from halm.audio import MelConfig, causal_log_mel, load_audio
+    from halm.plots import plot_waveforms_and_mels
+
+    cfg = MelConfig(sample_rate=args.sample_rate, hop_length=args.hop_length, frames_per_token=args.frames_per_token,
+                    n_mels=args.n_mels, n_fft=args.n_fft)
+    wav, sr = load_audio(args.audio, sample_rate=cfg.sample_rate)
+    mel = causal_log_mel(wav[0], cfg)  # (T, r, M)
+    if args.npy:
+        np.save(args.npy, mel.numpy().astype(np.float16))
+    if args.png:
+        plot_waveforms_and_mels([(str(args.audio), wav[0], sr, mel.reshape(-1, cfg.n_mels).numpy(), sr / cfg.mel_hop)],
+                                args.png)
+    result = {"audio": args.audio, "seconds": round(wav.shape[1] / sr, 3), "slices": mel.shape[0],
+              "frames_per_token": cfg.frames_per_token, "n_mels": cfg.n_mels, "min": float(mel.min()),
+              "max": float(mel.max()), "mean": float(mel.mean()), "png": args.png, "npy": args.npy}
+    print(json.dumps(result) if args.json else
+          f"{args.audio}: {result['seconds']} s -> {mel.shape[0]} slices x {cfg.frames_per_token} frames x {cfg.n_mels} mels "
+          f"(range {result['min']:.2f}..{result['max']:.2f})" + (f"; wrote {args.png}" if args.png else ""))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from halm.demo import format_summary, run_demo
+
+    summary = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.json)
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="halm",
+        description="halm: train, evaluate and sample audio language models over neural-codec tokens "
+        "(Whisper-GPT and text-to-audio LMs with representation regularization).",
+    )
+    p.add_argument("--version", action="version", version=f"halm {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("synth", help="make an offline corpus (speech, music or sound effects)",
+                       description="Synthesise an offline corpus: DIR/audio/*.wav and DIR/manifest.jsonl. "
+                       "Deterministic for a seed; rerunning the same command continues an interrupted run.")
+    s.add_argument("kind", choices=["speech", "music", "sfx"],
+                   help="speech: espeak-ng sentences; music: SoundFont-rendered compositions; sfx: procedural events")
+    s.add_argument("--out", required=True, help="corpus folder (created; an existing one is continued)")
+    s.add_argument("--minutes", type=float, required=True, help="total audio to reach, in minutes")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same corpus; default 0)")
+    s.add_argument("--sample-rate", type=int, default=24000, help="sample rate of the written WAVs (default 24000)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("inspect", help="list what a data source holds",
+                       description="Read a source (LibriSpeech tree, audio folder, JSONL manifest or synth corpus) "
+                       "and report items, text coverage, splits, missing files and duplicate ids.")
+    s.add_argument("source", help="a LibriSpeech folder, an audio folder, a .jsonl manifest or a halm synth corpus")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("mel", help="compute the causal log-mel slices of one audio file",
+                       description="Causal log-mel front-end: one slice of r mel frames per codec frame; "
+                       "slice t uses only samples before (t+1)*hop.")
+    s.add_argument("audio", help="audio file (wav/flac/ogg)")
+    s.add_argument("--sample-rate", type=int, default=24000, help="resample to this rate first (codec rate; default 24000)")
+    s.add_argument("--hop-length", type=int, default=320, help="codec hop H in samples (default 320 = 75 Hz at 24 kHz)")
+    s.add_argument("--frames-per-token", type=int, default=2, help="r: mel frames per codec frame; must divide H (default 2)")
+    s.add_argument("--n-mels", type=int, default=80, help="mel bins (default 80, as Whisper)")
+    s.add_argument("--n-fft", type=int, default=0, help="FFT size (default 0 = 2*H)")
+    s.add_argument("--png", help="write a waveform + mel PNG here")
+    s.add_argument("--npy", help="save the (T, r, n_mels) slices as float16 .npy here")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_mel)
+
+    s = sub.add_parser("demo", help="run the offline end-to-end demo",
+                       description="Fully offline demo: synthesise small speech/music/sfx corpora, run the causal "
+                       "mel front-end over them, write a figure and a summary.")
+    s.add_argument("--out", default="demo_out", help="output folder (default demo_out; rerun continues it)")
+    s.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute; what CI runs)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"halm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"halm {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

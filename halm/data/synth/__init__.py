@@ -1,0 +1,41 @@
+"""Offline corpora made on the spot: speech (espeak-ng), music (SoundFont renders), sfx (procedural)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from halm.data.synth.corpus import Clip, CorpusMismatch, CorpusStats, write_corpus
+
+KINDS = ("speech", "music", "sfx")
+DEFAULT_SAMPLE_RATE = 24000
+
+
+def _maker(kind: str):
+    if kind == "speech":
+        from halm.data.synth.speech import VERSION
+        from halm.data.synth.speech import make_speech_clip as make
+    elif kind == "music":
+        from halm.data.synth.music import VERSION
+        from halm.data.synth.music import make_music_clip as make
+    elif kind == "sfx":
+        from halm.data.synth.sfx import VERSION
+        from halm.data.synth.sfx import make_sfx_clip as make
+    else:
+        raise ValueError(f"unknown corpus kind {kind!r}; choose from {', '.join(KINDS)}")
+    return make, VERSION
+
+
+def synthesize(
+    kind: str, out: str | os.PathLike, minutes: float, seed: int = 0,
+    sample_rate: int = DEFAULT_SAMPLE_RATE, progress: bool = True,
+) -> CorpusStats:
+    """Make (or continue) an offline corpus of at least `minutes` of audio in `out`."""
+    if minutes <= 0:
+        raise ValueError("--minutes must be positive")
+    make, version = _maker(kind)
+    return write_corpus(kind, functools.partial(make, sample_rate=sample_rate), out, minutes, seed,
+                        sample_rate, version, progress)
+
+
+__all__ = ["KINDS", "Clip", "CorpusMismatch", "CorpusStats", "synthesize", "write_corpus"]

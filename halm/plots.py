@@ -1,0 +1,44 @@
+"""PNG figures (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_waveforms_and_mels(
+    rows: list[tuple[str, np.ndarray, int, np.ndarray, float]], path: str | os.PathLike
+) -> Path:
+    """One row per clip: waveform and log-mel image. rows: (title, wav (N,), sample_rate, mel (F, M), frame_rate)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 2, figsize=(13, 2.6 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2]})
+    for (title, wav, sr, mel, frame_rate), (ax_w, ax_m) in zip(rows, axes):
+        t = np.arange(len(wav)) / sr
+        ax_w.plot(t, wav, lw=0.4, color="tab:blue")
+        ax_w.set_xlim(0, t[-1] if len(t) else 1)
+        ax_w.set_ylim(-1, 1)
+        ax_w.set_title(title, fontsize=9, loc="left")
+        ax_w.set_xlabel("seconds")
+        im = ax_m.imshow(mel.T, origin="lower", aspect="auto", cmap="magma",
+                         extent=(0, mel.shape[0] / frame_rate, 0, mel.shape[1]))
+        ax_m.set_ylabel("mel bin")
+        ax_m.set_xlabel("seconds")
+        fig.colorbar(im, ax=ax_m, pad=0.01)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,78 @@
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from halm.cli import build_parser, main
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_every_flag_of_every_command_has_help():
+    parser = build_parser()
+    commands = dict(_subparsers(parser))
+    assert {"synth", "inspect", "mel", "demo"} <= set(commands)
+    for name, sub in commands.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and len(action.help) > 8, f"halm {name}: {action.option_strings or action.dest} lacks help"
+
+
+def test_help_runs_as_a_console_command():
+    out = subprocess.run([sys.executable, "-m", "halm", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "synth" in out and "demo" in out
+    out = subprocess.run([sys.executable, "-m", "halm", "synth", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--minutes" in out and "--seed" in out
+
+
+def test_synth_json_prints_one_object_and_nothing_else(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "halm", "synth", "sfx", "--out", str(tmp_path / "c"), "--minutes", "0.05",
+                        "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(r.stdout)
+    assert r.stdout.count("\n") == 1
+    assert result["kind"] == "sfx" and result["clips"] >= 1 and result["seconds"] >= 3
+
+
+def test_inspect_and_mel(tmp_path, capsys):
+    assert main(["synth", "speech", "--out", str(tmp_path / "s"), "--minutes", "0.05", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "s"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["items"] >= 1 and info["with_text"] == info["items"] and info["n_missing_files"] == 0
+    wav = next((tmp_path / "s" / "audio").glob("*.wav"))
+    assert main(["mel", str(wav), "--png", str(tmp_path / "m.png"), "--npy", str(tmp_path / "m.npy"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["frames_per_token"] == 2 and res["n_mels"] == 80 and (tmp_path / "m.png").stat().st_size > 10_000
+    import numpy as np
+
+    assert np.load(tmp_path / "m.npy").shape == (res["slices"], 2, 80)
+
+
+def test_bad_input_is_one_readable_line(tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope")
+    assert main(["mel", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.wav: unreadable audio" in err[0]
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav"}\n{oops\n')
+    assert main(["inspect", str(tmp_path / "m.jsonl")]) == 2
+    assert "m.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "halm", "demo", "--quick", "--out", str(tmp_path / "d"), "--json"],
+                       capture_output=True, text=True, check=True)
+    summary = json.loads(r.stdout)
+    assert set(summary["corpora"]) == {"speech", "music", "sfx"}
+    for c in summary["corpora"].values():
+        assert c["clips"] >= 1 and c["codec_frames"] > 0
+    assert (tmp_path / "d" / "front_end.png").stat().st_size > 20_000
