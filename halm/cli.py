@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -11,10 +12,12 @@ from halm import __version__
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from halm.audio import AudioError
+    from halm.audio.codec import CodecError
     from halm.data import SourceError
+    from halm.data.prepare import DatasetMismatch
     from halm.data.synth import CorpusMismatch
 
-    return (AudioError, SourceError, CorpusMismatch, FileNotFoundError)
+    return (AudioError, SourceError, CorpusMismatch, CodecError, DatasetMismatch, FileNotFoundError)
 
 
 def cmd_synth(args) -> int:
@@ -86,6 +89,65 @@ def cmd_mel(args) -> int:
     return 0
 
 
+def cmd_codec_train(args) -> int:
+    from halm.audio.codec_train import CodecTrainConfig, train_codec
+
+    cfg = CodecTrainConfig().override(args.set)
+    if args.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    result = train_codec(cfg, args.data, args.out, progress=not args.json)
+    print(json.dumps(result) if args.json else
+          f"trained {result['steps']} steps on {result['train_seconds_of_audio'] / 60:.1f} min of audio; "
+          f"codec: {args.out}/codec (use --codec {args.out}/codec)")
+    return 0
+
+
+def cmd_codec_eval(args) -> int:
+    from halm.audio.codec import Codec
+    from halm.audio.codec_eval import evaluate_codec
+
+    codec = Codec.load(args.codec, n_codebooks=args.n_codebooks)
+    r = evaluate_codec(codec, args.data, max_items=args.max_items, wav_dir=args.wav, plot=args.plot,
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"codec {r['codec']}: {r['n_codebooks']} codebooks, {r['bitrate_kbps']} kbps, {r['clips']} clips")
+    print("| source | model | mel L1 | STFT dist | SI-SNR (dB) |\n|---|---|---|---|---|")
+    for name, d in r["per_source"].items():
+        for model in ("codec", "mulaw_baseline"):
+            m = d[model]
+            print(f"| {name} | {model} | {m['mel_l1']:.3f} | {m['stft_distance']:.3f} | {m['si_snr']:.2f} |")
+    print(f"| all | codec | {r['mel_l1']:.3f} | {r['stft_distance']:.3f} | {r['si_snr']:.2f} |")
+    b = r["mulaw_baseline"]
+    print(f"| all | mulaw_baseline | {b['mel_l1']:.3f} | {b['stft_distance']:.3f} | {b['si_snr']:.2f} |")
+    print(f"codebook usage (share of entries): {r['codebook_usage']}")
+    print(f"code perplexity: {r['code_perplexity']}")
+    print(f"winner per metric: {r['winner']}")
+    if r.get("plot"):
+        print(f"plot: {r['plot']}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from halm.data.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(codec=args.codec, n_codebooks=args.n_codebooks, frames_per_token=args.frames_per_token,
+                        n_mels=args.n_mels, mel_source=args.mel_source, shard_size=args.shard_size,
+                        test_share=args.test_share, dev_share=args.dev_share, min_seconds=args.min_seconds,
+                        require_text=args.require_text)
+    r = prepare(args.source, args.out, cfg, workers=args.workers, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    rate = f" at {r['realtime_factor']:.0f}x real time" if r["realtime_factor"] else " (nothing new: already complete)"
+    print(f"{r['out']}: {r['items']} items{rate}; splits " +
+          ", ".join(f"{k} {v['items']} items / {v['seconds'] / 60:.1f} min" for k, v in sorted(r["splits"].items())))
+    if r["skipped"]:
+        print(f"skipped {r['skipped']} files; reasons in {r['out']}/skipped.jsonl")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from halm.demo import format_summary, run_demo
 
@@ -136,6 +198,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npy", help="save the (T, r, n_mels) slices as float16 .npy here")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_mel)
+
+    s = sub.add_parser("codec", help="train or evaluate a neural codec",
+                       description="halm's own EnCodec-architecture codec: train it on your audio, or evaluate any codec.")
+    codec_sub = s.add_subparsers(dest="codec_command", metavar="ACTION", required=True)
+    c = codec_sub.add_parser("train", help="train a codec (resumable: rerun the same command to continue)",
+                             description="Train an EncodecModel-architecture codec (24 kHz mono, hop 320) with EMA "
+                             "codebooks, multi-scale mel + waveform + commitment losses. Rerunning continues.")
+    c.add_argument("--data", nargs="+", required=True, help="one or more sources (synth corpora, folders, manifests)")
+    c.add_argument("--out", required=True, help="run folder: train_state/, metrics.jsonl, codec/ (the export)")
+    c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 4000)")
+    c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set num_filters=32 batch_size=16 (see CodecTrainConfig)")
+    c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    c.set_defaults(func=cmd_codec_train)
+
+    c = codec_sub.add_parser("eval", help="reconstruction quality and codebook use on held-out audio",
+                             description="Encode and decode held-out clips; report mel L1, multi-resolution STFT "
+                             "distance, SI-SNR, per-codebook usage and perplexity, bitrate, and a mu-law baseline at "
+                             "the same bitrate.")
+    c.add_argument("--codec", default="halm-small",
+                   help="codec: halm-small (shipped), a local folder (config.json + weights) or an original .th file")
+    c.add_argument("--data", nargs="+", required=True, help="held-out sources (each reported on its own)")
+    c.add_argument("--n-codebooks", type=int, help="codebooks to use (default: all of the codec)")
+    c.add_argument("--max-items", type=int, default=40, help="clips per source at most (default 40)")
+    c.add_argument("--plot", help="write a PNG of original vs reconstructed log-mel spectrograms here")
+    c.add_argument("--wav", help="write originals, reconstructions and mu-law baselines as WAV into this folder")
+    c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    c.set_defaults(func=cmd_codec_eval)
+
+    s = sub.add_parser("prepare", help="tokenize a source into a dataset (codec codes + causal mel)",
+                       description="Encode every clip of a source with the codec and compute its causal mel "
+                       "slices; write a memory-mappable dataset with index.json. Resumable: rerun the same command "
+                       "after an interruption. Bad files are skipped and listed in DATA/skipped.jsonl.")
+    s.add_argument("--source", required=True, help="LibriSpeech tree, audio folder, JSONL manifest or synth corpus")
+    s.add_argument("--out", required=True, help="dataset folder (an existing one is continued; settings must match)")
+    s.add_argument("--codec", default="halm-small", help="codec: halm-small (shipped, default), a folder or a .th file")
+    s.add_argument("--n-codebooks", type=int, help="codebooks to keep (default: all of the codec)")
+    s.add_argument("--frames-per-token", type=int, default=2, help="r: mel frames per codec frame (default 2)")
+    s.add_argument("--n-mels", type=int, default=80, help="mel bins (default 80)")
+    s.add_argument("--mel-source", choices=["audio", "codec"], default="audio",
+                   help="mel of the real audio (default) or of the codec's reconstruction (what generation shows)")
+    s.add_argument("--shard-size", type=int, default=128, help="items per shard, the unit of resumption (default 128)")
+    s.add_argument("--test-share", type=float, default=0.05, help="hash-split share for test when the source has no split")
+    s.add_argument("--dev-share", type=float, default=0.05, help="hash-split share for dev when the source has no split")
+    s.add_argument("--min-seconds", type=float, default=0.1, help="skip shorter clips (default 0.1)")
+    s.add_argument("--require-text", action="store_true", help="skip clips without text/caption (for text-to-audio)")
+    s.add_argument("--workers", type=int, default=1, help="parallel worker processes, one shard each (default 1)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("demo", help="run the offline end-to-end demo",
                        description="Fully offline demo: synthesise small speech/music/sfx corpora, run the causal "

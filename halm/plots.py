@@ -42,3 +42,24 @@ def plot_waveforms_and_mels(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_spectrogram_pairs(rows: list[tuple[str, np.ndarray, np.ndarray, float]], path: str | os.PathLike,
+                           labels: tuple[str, str] = ("original", "reconstruction")) -> Path:
+    """One row per clip: two log-mel images side by side. rows: (title, mel_a (F, M), mel_b (F, M), frame_rate)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 2, figsize=(13, 2.6 * len(rows)), squeeze=False)
+    for (title, a, b, frame_rate), (ax_a, ax_b) in zip(rows, axes):
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        for ax, m, lab in ((ax_a, a, labels[0]), (ax_b, b, labels[1])):
+            ax.imshow(m.T, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi,
+                      extent=(0, m.shape[0] / frame_rate, 0, m.shape[1]))
+            ax.set_title(f"{title} — {lab}", fontsize=8, loc="left")
+            ax.set_xlabel("seconds")
+            ax.set_ylabel("mel bin")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

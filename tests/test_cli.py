@@ -8,20 +8,22 @@ import pytest
 from halm.cli import build_parser, main
 
 
-def _subparsers(parser):
+def _subparsers(parser, prefix=""):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            yield from action.choices.items()
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _subparsers(sub, f"{prefix}{name} ")
 
 
 def test_every_flag_of_every_command_has_help():
     parser = build_parser()
     commands = dict(_subparsers(parser))
-    assert {"synth", "inspect", "mel", "demo"} <= set(commands)
+    assert {"synth", "inspect", "mel", "demo", "prepare", "codec train", "codec eval"} <= set(commands)
     for name, sub in commands.items():
         assert sub.description, name
         for action in sub._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help and len(action.help) > 8, f"halm {name}: {action.option_strings or action.dest} lacks help"
 

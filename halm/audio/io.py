@@ -28,7 +28,7 @@ class AudioError(ValueError):
 
 
 def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Resample along the last axis with soxr (high quality); scipy's polyphase filter if soxr is absent."""
+    """Resample along the last axis (any leading shape) with soxr (high quality); scipy's polyphase filter if soxr is absent."""
     if orig_sr == new_sr:
         return wav
     if orig_sr <= 0 or new_sr <= 0:
@@ -43,8 +43,10 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
         return resample_poly(wav, new_sr // g, orig_sr // g, axis=-1).astype(np.float32)
     if wav.ndim == 1:
         return soxr.resample(wav, orig_sr, new_sr, quality="HQ").astype(np.float32)
-    # soxr wants (N, C)
-    return np.ascontiguousarray(soxr.resample(wav.T, orig_sr, new_sr, quality="HQ").T, dtype=np.float32)
+    lead = wav.shape[:-1]
+    flat = wav.reshape(-1, wav.shape[-1]).T  # soxr wants (N, channels)
+    out = soxr.resample(np.ascontiguousarray(flat), orig_sr, new_sr, quality="HQ").T
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(*lead, -1)
 
 
 def load_audio(

@@ -1,5 +1,6 @@
 """Data: sources of audio (LibriSpeech, folders, manifests), offline corpora (synth)."""
 
+from halm.data.dataset import Item, PreparedDataset, open_dataset
 from halm.data.sources import (
     SourceError,
     SourceItem,
@@ -10,6 +11,9 @@ from halm.data.sources import (
 )
 
 __all__ = [
+    "Item",
+    "PreparedDataset",
+    "open_dataset",
     "SourceError",
     "SourceItem",
     "folder_source",

@@ -1,0 +1,296 @@
+"""Training halm's own codec (`halm codec train`): transformers' EncodecModel architecture, our loop.
+
+transformers' quantizer is inference-only, so the residual VQ is trained here: codebooks are learned
+by exponential moving averages of the assigned encoder frames (as in EnCodec / SoundStream), started
+by k-means on the first batch, with dead codes (EMA count below a threshold) replaced by random
+frames of the current batch. Losses: multi-scale mel (L1 on linear and log mel over 5 FFT sizes),
+waveform L1 and the commitment loss; quantizer dropout (1..K codebooks per step) so that decoding
+from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. No adversarial
+discriminator: on 2 CPU cores it would halve the steps we can afford (see docs/results.md).
+
+Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
+optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
+inference export, loadable with `Codec.load(RUN/codec)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from halm.audio.codec import Codec
+from halm.audio.mel import mel_filterbank
+
+
+@dataclass
+class CodecTrainConfig:
+    sample_rate: int = 24000
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])  # hop 320 -> 75 Hz at 24 kHz
+    num_filters: int = 16
+    hidden_size: int = 128
+    num_lstm_layers: int = 2
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    segment_seconds: float = 1.0
+    batch_size: int = 8
+    steps: int = 4000
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.5  # EMA assignment count below which a code is re-seeded
+    kmeans_iters: int = 10
+    commit_weight: float = 1.0
+    wave_weight: float = 0.1
+    mel_weight: float = 1.0
+    quantizer_dropout: bool = True
+    ckpt_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0: torch's default); 1 avoids oversubscription when sharing cores
+
+    def override(self, pairs: list[str]) -> CodecTrainConfig:
+        """Apply `key=value` overrides (values parsed as JSON when possible, else kept as strings)."""
+        from halm.config import apply_overrides
+
+        return apply_overrides(self, pairs)
+
+    def encodec_config(self):
+        from transformers import EncodecConfig
+
+        frame_rate = self.sample_rate / int(np.prod(self.ratios))
+        bits = math.log2(self.codebook_size)
+        return EncodecConfig(
+            target_bandwidths=[round(k * bits * frame_rate / 1000, 4) for k in range(1, self.n_codebooks + 1)],
+            sampling_rate=self.sample_rate, audio_channels=1, normalize=False, chunk_length_s=None, overlap=None,
+            hidden_size=self.hidden_size, num_filters=self.num_filters, num_residual_layers=1,
+            upsampling_ratios=list(self.ratios), norm_type="weight_norm", use_causal_conv=True,
+            num_lstm_layers=self.num_lstm_layers, codebook_size=self.codebook_size, codebook_dim=self.hidden_size,
+            use_conv_shortcut=True,
+        )
+
+
+class MultiScaleMelLoss(torch.nn.Module):
+    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target."""
+
+    def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048)):
+        super().__init__()
+        self.n_ffts = list(n_ffts)
+        for n in self.n_ffts:
+            fb = mel_filterbank(sample_rate, n, min(64, n // 4))
+            self.register_buffer(f"fb_{n}", torch.from_numpy(fb), persistent=False)
+            self.register_buffer(f"win_{n}", torch.hann_window(n), persistent=False)
+
+    def mel(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"win_{n}"), return_complex=True).abs()
+        return getattr(self, f"fb_{n}") @ spec  # (B, M, frames)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loss = y.new_zeros(())
+        for n in self.n_ffts:
+            my, mx = self.mel(y, n), self.mel(x, n)
+            loss = loss + (my - mx).abs().mean() + (torch.log(my + 1e-5) - torch.log(mx + 1e-5)).abs().mean()
+        return loss / len(self.n_ffts)
+
+
+def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain k-means on (N, D) frames; returns centroids (k, D) and counts (k,)."""
+    idx = torch.randint(len(x), (k,), generator=gen)
+    c = x[idx].clone()
+    counts = torch.zeros(k)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(c).index_add_(0, assign, x)
+        empty = counts == 0
+        c = torch.where(empty[:, None], x[torch.randint(len(x), (k,), generator=gen)], sums / counts.clamp_min(1)[:, None])
+    return c, counts
+
+
+class RVQTrainer:
+    """EMA training of the codebooks inside transformers' EncodecResidualVectorQuantizer."""
+
+    def __init__(self, quantizer, cfg: CodecTrainConfig):
+        self.layers = [layer.codebook for layer in quantizer.layers]
+        self.cfg = cfg
+
+    def kmeans_init(self, emb: torch.Tensor, gen: torch.Generator) -> None:
+        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1]).float()  # (B*T, D)
+        for cb in self.layers:
+            c, counts = _kmeans(residual, self.cfg.codebook_size, self.cfg.kmeans_iters, gen)
+            cb.embed.copy_(c)
+            cb.embed_avg.copy_(c)
+            cb.cluster_size.copy_(counts.clamp_min(1.0))
+            residual = residual - c[torch.cdist(residual, c).argmin(dim=1)]
+
+    def __call__(self, emb: torch.Tensor, n_q: int, gen: torch.Generator, update: bool = True):
+        """emb (B, D, T) -> quantized (B, D, T) with straight-through gradients, commitment loss, codes (n_q, B*T)."""
+        B, D, T = emb.shape
+        x = emb.transpose(1, 2).reshape(-1, D)  # (B*T, D)
+        residual = x
+        quantized = torch.zeros_like(x)
+        commit = x.new_zeros(())
+        codes = []
+        for cb in self.layers[:n_q]:
+            r = residual.detach().float()
+            idx = torch.cdist(r, cb.embed).argmin(dim=1)  # nearest code (same choice as the inference argmax)
+            q = cb.embed[idx]
+            commit = commit + F.mse_loss(residual, q.detach())
+            if update:
+                self._ema_update(cb, r, idx, gen)
+            quantized = quantized + q
+            residual = residual - q
+            codes.append(idx)
+        quantized_st = x + (quantized - x).detach()  # straight-through estimator
+        return quantized_st.reshape(B, T, D).transpose(1, 2), commit, torch.stack(codes)
+
+    @torch.no_grad()
+    def _ema_update(self, cb, r: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
+        decay, k = self.cfg.ema_decay, self.cfg.codebook_size
+        counts = torch.bincount(idx, minlength=k).float()
+        sums = torch.zeros_like(cb.embed_avg).index_add_(0, idx, r)
+        cb.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        cb.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
+        n = cb.cluster_size.sum()
+        smoothed = (cb.cluster_size + 1e-5) / (n + k * 1e-5) * n  # Laplace smoothing
+        cb.embed.copy_(cb.embed_avg / smoothed[:, None])
+        dead = cb.cluster_size < self.cfg.dead_code_threshold
+        if dead.any():  # re-seed unused codes from frames of this batch
+            pick = r[torch.randint(len(r), (int(dead.sum()),), generator=gen)]
+            cb.embed[dead] = pick
+            cb.embed_avg[dead] = pick
+            cb.cluster_size[dead] = 1.0
+
+
+class AudioCrops:
+    """All training audio in memory (float32 at the codec rate), random fixed-length crops."""
+
+    def __init__(self, sources: list[str], sample_rate: int, segment: int, progress: bool = True):
+        from halm.audio.io import AudioError, load_audio
+        from halm.data import open_source
+
+        self.clips, self.skipped = [], []
+        items = [it for s in sources for it in open_source(s)]
+        for it in tqdm(items, desc="load audio", disable=not progress, dynamic_ncols=True):
+            try:
+                wav, _ = load_audio(it.path, sample_rate=sample_rate, warn_silent=False)
+            except AudioError as e:
+                self.skipped.append(str(e))
+                continue
+            if wav.shape[1] >= segment:
+                self.clips.append(torch.from_numpy(wav[0]))
+        if not self.clips:
+            raise ValueError(f"no clip of at least {segment / sample_rate:.2f} s in {sources}")
+        self.segment = segment
+        self.weights = torch.tensor([len(c) for c in self.clips], dtype=torch.float64)
+
+    def seconds(self, sample_rate: int) -> float:
+        return float(self.weights.sum()) / sample_rate
+
+    def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        which = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        out = []
+        for i in which.tolist():
+            clip = self.clips[i]
+            start = int(torch.randint(len(clip) - self.segment + 1, (1,), generator=gen))
+            out.append(clip[start: start + self.segment])
+        return torch.stack(out)[:, None]  # (B, 1, N)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True) -> dict:
+    from safetensors.torch import load_file, save_file
+    from transformers import EncodecModel
+
+    out = Path(out)
+    state_dir = out / "train_state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "train_config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        mine = json.loads(json.dumps(asdict(cfg)))
+        changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k != "steps"}
+        if changed:
+            raise ValueError(f"{out} was trained with other settings {changed}; use another --out")
+    cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = EncodecModel(cfg.encodec_config())
+    rvq = RVQTrainer(model.quantizer, cfg)
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    if (state_dir / "trainer.pt").exists():
+        model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+        st = torch.load(state_dir / "trainer.pt", weights_only=True)
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        step = int(st["step"])
+    seg = int(cfg.segment_seconds * cfg.sample_rate)
+    data = AudioCrops(sources, cfg.sample_rate, seg, progress)
+    model.train()
+    metrics_f = open(out / "metrics.jsonl", "a")
+    bar = tqdm(total=cfg.steps, initial=step, desc="codec train", disable=not progress, dynamic_ncols=True)
+    t0, audio_done = time.perf_counter(), 0.0
+
+    def save():
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(state_dir / "model.safetensors.tmp"))
+        os.replace(state_dir / "model.safetensors.tmp", state_dir / "model.safetensors")
+        _atomic_torch_save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            "step": step}, state_dir / "trainer.pt")
+        export = EncodecModel(model.config)
+        export.load_state_dict(model.state_dict())
+        Codec(export, str(out / "codec")).save(out / "codec")
+
+    if step == 0:
+        with torch.no_grad():
+            rvq.kmeans_init(model.encoder(data.batch(max(32, 2 * cfg.codebook_size // 75 + 1), gen)), gen)
+    while step < cfg.steps:
+        x = data.batch(cfg.batch_size, gen)  # (B, 1, N)
+        n_q = int(torch.randint(1, cfg.n_codebooks + 1, (1,), generator=gen)) if cfg.quantizer_dropout else cfg.n_codebooks
+        emb = model.encoder(x)  # (B, D, T)
+        q, commit, _ = rvq(emb, n_q, gen)
+        y = model.decoder(q)[..., : x.shape[-1]]  # (B, 1, N)
+        l_mel = mel_loss(y[:, 0], x[:, 0])
+        l_wave = (y - x).abs().mean()
+        loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite codec loss at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        audio_done += cfg.batch_size * cfg.segment_seconds
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rt = audio_done / (time.perf_counter() - t0)
+            row = {"step": step, "loss": round(loss.item(), 5), "mel": round(l_mel.item(), 5), "wave": round(l_wave.item(), 5),
+                   "commit": round(commit.item(), 5), "n_q": n_q,
+                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4), "x_realtime": round(rt, 2)}
+            metrics_f.write(json.dumps(row) + "\n")
+            metrics_f.flush()
+            bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save()
+    bar.close()
+    metrics_f.close()
+    return {"out": str(out), "steps": step, "train_seconds_of_audio": round(data.seconds(cfg.sample_rate), 1),
+            "skipped": data.skipped}

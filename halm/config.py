@@ -1,0 +1,33 @@
+"""Config helpers shared by every dataclass config in halm."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+
+def apply_overrides(cfg, pairs: list[str]):
+    """Return a copy of dataclass `cfg` with `key=value` overrides; values are parsed as JSON
+    (numbers, true/false, lists) when they can be, else kept as strings. Unknown keys are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    changes = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"override {pair!r} is not key=value")
+        if key not in fields:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(fields))}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        current = getattr(cfg, key)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if current is not None and not isinstance(value, type(current)):
+            raise ValueError(f"setting {key}: expected {type(current).__name__}, got {raw!r}")
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)

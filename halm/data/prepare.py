@@ -1,0 +1,258 @@
+"""`halm prepare`: audio source -> tokenized dataset (codec codes + causal mel), resumable.
+
+DATA/
+  index.json                codec identity (name + weights hash) and settings, mel settings, splits, source
+  shards/shard_00000/       one folder per `shard_size` items, written to a temp folder then renamed
+      codes.npy             (K, sum T) uint16: the items' codes laid end to end
+      mel.npy               (sum T, r, M) float16: their causal mel slices
+      items.jsonl           id, text, attributes, split, offset, frames, seconds, path
+      skipped.jsonl         files of this shard that could not be used, with the reason
+  skipped.jsonl             all skipped files (rewritten at the end of every run)
+
+Items are cut into shards in the order the source yields them, so a rerun skips every finished
+shard and redoes only the one that was interrupted: nothing recomputed, lost or duplicated. A
+DATA folder refuses a second codec, mel setting or a changed source.
+
+Alignment: each clip is padded with zeros to whole codec frames (T = ceil(N / hop)) before
+encoding, so the codes of a clip do not depend on the batch it was encoded in, and slice t of the
+causal mel covers exactly the audio of codec frame t.
+
+Splits: a source's own split (LibriSpeech train/dev/test; a manifest's "split") is kept; other items
+get a deterministic split from a hash of their id: `test_share` test, `dev_share` dev, rest train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from halm.audio.codec import DEFAULT_CODEC, Codec
+from halm.audio.io import AudioError, load_audio
+from halm.audio.mel import MelConfig, causal_log_mel
+
+INDEX_VERSION = 1
+
+
+@dataclass
+class PrepareConfig:
+    codec: str = DEFAULT_CODEC
+    n_codebooks: int | None = None  # None: all codebooks of the codec
+    frames_per_token: int = 2
+    n_mels: int = 80
+    mel_source: str = "audio"  # "audio": mel of the real audio; "codec": mel of the codec's reconstruction
+    shard_size: int = 128
+    test_share: float = 0.05
+    dev_share: float = 0.05
+    min_seconds: float = 0.1
+    require_text: bool = False
+    batch_seconds: float = 60.0  # audio per encoder batch
+
+    def __post_init__(self):
+        if self.mel_source not in ("audio", "codec"):
+            raise ValueError(f"mel_source must be 'audio' or 'codec', got {self.mel_source!r}")
+
+
+def hash_split(item_id: str, test_share: float, dev_share: float) -> str:
+    u = int(hashlib.sha1(item_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < test_share else "dev" if u < test_share + dev_share else "train"
+
+
+def _source_digest(items) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.id}\t{it.path}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _expected_index(cfg: PrepareConfig, codec: Codec, mel: MelConfig, source: str, items) -> dict:
+    return {
+        "version": INDEX_VERSION,
+        "codec": asdict(codec.info()),
+        "mel": mel.to_dict(),
+        "mel_source": cfg.mel_source,
+        "source": str(source),
+        "source_digest": _source_digest(items),
+        "n_items": len(items),
+        "shard_size": cfg.shard_size,
+        "test_share": cfg.test_share,
+        "dev_share": cfg.dev_share,
+        "min_seconds": cfg.min_seconds,
+        "require_text": cfg.require_text,
+    }
+
+
+_CHECKED = ("version", "codec", "mel", "mel_source", "source_digest", "shard_size", "test_share", "dev_share",
+            "min_seconds", "require_text")
+
+
+class DatasetMismatch(ValueError):
+    pass
+
+
+def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, shard_dir: Path) -> tuple[float, int]:
+    """Encode one shard into shard_dir (a temp folder). Returns (seconds of audio, items written)."""
+    sr, hop = codec.sample_rate, codec.hop_length
+    loaded, skipped = [], []
+    for it in items:
+        reason = None
+        if cfg.require_text and not (it.text or "").strip():
+            reason = "missing text"
+        else:
+            try:
+                wav, _ = load_audio(it.path, sample_rate=sr, min_seconds=cfg.min_seconds, warn_silent=False)
+                loaded.append((it, wav[0]))
+            except AudioError as e:
+                reason = e.reason
+        if reason:
+            skipped.append({"id": it.id, "path": str(it.path), "reason": reason})
+    # batch clips of similar length; pad each to whole frames so its codes do not depend on the batch
+    order = sorted(range(len(loaded)), key=lambda i: len(loaded[i][1]))
+    codes_out: dict[int, np.ndarray] = {}
+    mels_out: dict[int, np.ndarray] = {}
+    budget = int(cfg.batch_seconds * sr)
+    i = 0
+    while i < len(order):
+        group = [order[i]]
+        while i + len(group) < len(order) and len(loaded[order[i + len(group)]][1]) * (len(group) + 1) <= budget:
+            group.append(order[i + len(group)])
+        i += len(group)
+        frames = [-(-len(loaded[j][1]) // hop) for j in group]
+        batch = torch.zeros(len(group), 1, max(frames) * hop)
+        for b, j in enumerate(group):
+            batch[b, 0, : len(loaded[j][1])] = torch.from_numpy(loaded[j][1])
+        codes = codec.encode(batch, sr, n_codebooks=cfg.n_codebooks).cpu()  # (B, K, T)
+        if cfg.mel_source == "codec":
+            audio_for_mel = codec.decode(codes).cpu()[:, 0]  # the mel generation will show the model
+        else:
+            audio_for_mel = batch[:, 0]
+        mel = causal_log_mel(audio_for_mel, mel_cfg)  # (B, T, r, M)
+        for b, j in enumerate(group):
+            codes_out[j] = codes[b, :, : frames[b]].numpy().astype(np.uint16)
+            mels_out[j] = mel[b, : frames[b]].numpy().astype(np.float16)
+    rows, offset, seconds = [], 0, 0.0
+    for j, (it, wav) in enumerate(loaded):
+        T = codes_out[j].shape[1]
+        split = it.split or hash_split(it.id, cfg.test_share, cfg.dev_share)
+        rows.append({"id": it.id, "text": it.text, "attributes": it.attributes, "split": split, "offset": offset,
+                     "frames": T, "seconds": round(len(wav) / sr, 4), "path": str(it.path)})
+        offset += T
+        seconds += len(wav) / sr
+    K = codec.n_codebooks if cfg.n_codebooks is None else cfg.n_codebooks
+    codes_all = np.concatenate([codes_out[j] for j in range(len(loaded))], axis=1) if loaded else np.zeros((K, 0), np.uint16)
+    mel_all = (np.concatenate([mels_out[j] for j in range(len(loaded))], axis=0) if loaded
+               else np.zeros((0, mel_cfg.frames_per_token, mel_cfg.n_mels), np.float16))
+    np.save(shard_dir / "codes.npy", codes_all)
+    np.save(shard_dir / "mel.npy", mel_all)
+    with open(shard_dir / "items.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(shard_dir / "skipped.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in skipped)
+    return seconds, len(rows)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(codec_spec: str, n_codebooks, mel_cfg: dict, cfg: dict) -> None:
+    torch.set_num_threads(1)
+    _WORKER["codec"] = Codec.load(codec_spec, n_codebooks=n_codebooks)
+    _WORKER["mel"] = MelConfig.from_dict(mel_cfg)
+    _WORKER["cfg"] = PrepareConfig(**cfg)
+
+
+def _worker_shard(args):
+    shard_idx, items, out = args
+    final, tmp = Path(out) / "shards" / f"shard_{shard_idx:05d}", Path(out) / "shards" / f".shard_{shard_idx:05d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    seconds, n = _encode_shard(_WORKER["codec"], _WORKER["mel"], _WORKER["cfg"], items, tmp)
+    os.replace(tmp, final)
+    return shard_idx, seconds, n
+
+
+def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = None, workers: int = 1,
+            progress: bool = True) -> dict:
+    from halm.data.sources import open_source
+
+    cfg = cfg or PrepareConfig()
+    out = Path(out)
+    items = list(open_source(source))
+    if not items:
+        raise ValueError(f"{source}: no items")
+    codec = Codec.load(cfg.codec, n_codebooks=cfg.n_codebooks)
+    mel_cfg = MelConfig(sample_rate=codec.sample_rate, hop_length=codec.hop_length,
+                        frames_per_token=cfg.frames_per_token, n_mels=cfg.n_mels)
+    expected = _expected_index(cfg, codec, mel_cfg, source, items)
+    index_path = out / "index.json"
+    if index_path.exists():
+        old = json.loads(index_path.read_text())
+        diff = [k for k in _CHECKED if old.get(k) != expected.get(k)]
+        if diff:
+            raise DatasetMismatch(
+                f"{out} was prepared with other settings ({', '.join(diff)} differ); it refuses to mix features. "
+                f"Use another --out, or the same codec / mel settings / source.")
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    index_path.write_text(json.dumps({**expected, "complete": False}, indent=2) + "\n")
+
+    shards = [items[i: i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
+    todo = [(k, s, str(out)) for k, s in enumerate(shards) if not (out / "shards" / f"shard_{k:05d}").is_dir()]
+    total_s = sum(r["seconds"] for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir()
+                  for r in _jsonl(out / "shards" / f"shard_{k:05d}" / "items.jsonl"))
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), unit="shard", desc="prepare",
+               disable=not progress, dynamic_ncols=True)
+    t0, new_s = time.perf_counter(), 0.0
+    init_args = (cfg.codec, cfg.n_codebooks, mel_cfg.to_dict(), asdict(cfg))
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=_worker_init, initargs=init_args) as pool:
+            for _, seconds, _n in pool.imap_unordered(_worker_shard, todo):
+                new_s += seconds
+                bar.update(1)
+                bar.set_postfix_str(f"{new_s / (time.perf_counter() - t0):.0f}x real time")
+    else:
+        _WORKER.update(codec=codec, mel=mel_cfg, cfg=cfg)
+        for job in todo:
+            _, seconds, _n = _worker_shard(job)
+            new_s += seconds
+            bar.update(1)
+            bar.set_postfix_str(f"{new_s / (time.perf_counter() - t0):.0f}x real time")
+    bar.close()
+    elapsed = time.perf_counter() - t0
+
+    # summary: splits, skip report
+    splits: dict[str, dict] = {}
+    skipped = []
+    for k in range(len(shards)):
+        d = out / "shards" / f"shard_{k:05d}"
+        for r in _jsonl(d / "items.jsonl"):
+            s = splits.setdefault(r["split"], {"items": 0, "frames": 0, "seconds": 0.0})
+            s["items"] += 1
+            s["frames"] += r["frames"]
+            s["seconds"] = round(s["seconds"] + r["seconds"], 3)
+        skipped += _jsonl(d / "skipped.jsonl")
+    with open(out / "skipped.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in skipped)
+    index = {**expected, "complete": True, "n_shards": len(shards), "splits": splits, "n_skipped": len(skipped)}
+    tmp = index_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    os.replace(tmp, index_path)
+    return {"out": str(out), "items": sum(s["items"] for s in splits.values()), "skipped": len(skipped),
+            "splits": splits, "new_seconds": round(new_s, 2), "elapsed_s": round(elapsed, 2),
+            "realtime_factor": round(new_s / elapsed, 1) if todo and elapsed > 0 else None,
+            "previously_done_seconds": round(total_s, 2)}

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+
+from halm.audio import MelConfig, causal_log_mel
+from halm.audio.codec import Codec, CodecError, convert_original_state_dict
+from tests.helpers import tiny_codec_dir, tiny_encodec
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_encodec(n_codebooks=4, codebook_size=32)
+
+
+def test_codes_equal_transformers_encode_and_frames_equal_mel_slices(model):
+    codec = Codec(model, "tiny")
+    assert (codec.sample_rate, codec.hop_length, codec.frame_rate, codec.n_codebooks, codec.codebook_size) == (24000, 320, 75.0, 4, 32)
+    mel_cfg = MelConfig(sample_rate=24000, hop_length=320)
+    for n in [320, 1000, 4801, 12345]:
+        x = torch.randn(2, 1, n) * 0.3
+        ours = codec.encode(x, 24000)
+        with torch.no_grad():
+            ref = model.encode(x, bandwidth=model.config.target_bandwidths[-1]).audio_codes[0]  # (B, K, T)
+        assert torch.equal(ours, ref)
+        assert ours.dtype == torch.int64 and ours.shape == (2, 4, -(-n // 320))
+        assert ours.shape[-1] == causal_log_mel(x[0, 0], mel_cfg).shape[0]
+        if n > 4000:
+            assert len(torch.unique(ours[:, 0])) > 1  # codes carry information
+
+
+def test_fewer_codebooks_and_decode_prefix(model):
+    codec = Codec(model, "tiny", n_codebooks=2)
+    x = torch.randn(1, 1, 3200) * 0.3
+    codes = codec.encode(x, 24000)
+    assert codes.shape == (1, 2, 10)
+    assert torch.equal(codes, Codec(model, "tiny").encode(x, 24000)[:, :2])
+    for k in (1, 2):
+        wav = codec.decode(codes[:, :k])
+        assert wav.shape == (1, 1, 3200)
+        with torch.no_grad():
+            ref = model.decode(codes[None, :, :k], [None]).audio_values
+        torch.testing.assert_close(wav, ref)
+    with pytest.raises(CodecError, match=r"codes must be in \[0, 32\)"):
+        codec.decode(torch.full((1, 1, 4), 40))
+    assert codec.bitrate_kbps == pytest.approx(2 * 5 * 75 / 1000)
+
+
+def test_resamples_and_masks_padding(model):
+    codec = Codec(model, "tiny")
+    x16 = torch.randn(1, 1, 16000) * 0.3
+    assert codec.encode(x16, 16000).shape[-1] == 75
+    x = torch.randn(2, 1, 6400) * 0.3
+    garbage = x.clone()
+    garbage[1, :, 3200:] = 5.0  # padding that must be ignored
+    zeros = x.clone()
+    zeros[1, :, 3200:] = 0.0
+    assert torch.equal(codec.encode(garbage, 24000, lengths=[6400, 3200]), codec.encode(zeros, 24000))
+    stereo = torch.randn(1, 2, 640) * 0.3
+    assert torch.equal(codec.encode(stereo, 24000), codec.encode(stereo.mean(1, keepdim=True), 24000))
+
+
+def test_save_load_roundtrip_and_identity(model, tmp_path):
+    codec = Codec(model, "tiny")
+    codec.save(tmp_path / "c32")
+    loaded = Codec.load(tmp_path / "c32")
+    x = torch.randn(1, 1, 4000) * 0.3
+    assert torch.equal(loaded.encode(x, 24000), codec.encode(x, 24000))
+    assert loaded.info().weights_sha256 == codec.info().weights_sha256
+    assert Codec.load(tmp_path / "c32", bandwidth=0.75).n_codebooks == 2
+    codec.save(tmp_path / "c16", dtype=torch.float16)
+    assert (tmp_path / "c16" / "model.safetensors").stat().st_size < 0.6 * (tmp_path / "c32" / "model.safetensors").stat().st_size
+    assert Codec.load(tmp_path / "c16").encode(x, 24000).shape == (1, 4, 13)
+    other = Codec.load(tiny_codec_dir(tmp_path / "other", seed=1))
+    assert other.info().weights_sha256 != codec.info().weights_sha256
+
+
+def _to_original_layout(model) -> dict:
+    """transformers EncodecModel weights -> the facebookresearch/encodec .th layout (what users have on disk):
+    SConv1d keeps its Conv1d at `.conv.conv.`, SConvTranspose1d at `.convtr.convtr.`, weight norm as
+    weight_g / weight_v, codebooks at `quantizer.vq.layers.N._codebook.`."""
+    renames = {}
+    for path, module in model.named_modules():
+        kind = type(module).__name__
+        if kind in ("EncodecConv1d", "EncodecConvTranspose1d"):
+            inner = "conv.conv" if kind == "EncodecConv1d" else "convtr.convtr"
+            renames[f"{path}.conv."] = f"{path}.{inner}."
+    out = {}
+    for k, v in model.state_dict().items():
+        n = k
+        for old, new in renames.items():
+            if n.startswith(old):
+                n = new + n[len(old):]
+                break
+        n = n.replace(".parametrizations.weight.original0", ".weight_g").replace(".parametrizations.weight.original1", ".weight_v")
+        n = n.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")
+        n = n.replace("encoder.layers.", "encoder.model.").replace("decoder.layers.", "decoder.model.")
+        out[n] = v
+    return out
+
+
+def test_original_th_checkpoint_is_converted(model, tmp_path):
+    state = model.state_dict()
+    original = _to_original_layout(model)
+    assert any(".convtr.convtr.weight_g" in k for k in original) and any("._codebook.embed" in k for k in original)
+    assert any(k.startswith("encoder.model.0.conv.conv.") for k in original)
+    converted = convert_original_state_dict(original)
+    assert set(converted) == set(state)
+    th = tmp_path / "encodec_24khz-test.th"
+    torch.save(original, th)
+    model.config.save_pretrained(tmp_path)  # a tiny config beside it; without one the official 24 kHz config is used
+    codec = Codec.load(th)
+    x = torch.randn(1, 1, 4000) * 0.3
+    assert torch.equal(codec.encode(x, 24000), Codec(model, "ref").encode(x, 24000))
+
+
+def test_official_24khz_config_matches_published_sizes():
+    from halm.audio.codec import _config_for_original_24khz
+
+    cfg = _config_for_original_24khz()
+    assert int(np.prod(cfg.upsampling_ratios)) == 320 and cfg.codebook_size == 1024
+    assert cfg.num_quantizers == 32
+
+
+def test_hub_name_offline_and_bad_paths_give_clear_messages(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(CodecError, match="never downloads") as e:
+        Codec.load("facebook/encodec_24khz")
+    assert "--codec" in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CodecError, match="no config.json"):
+        Codec.load(tmp_path / "empty")
+    (tmp_path / "x.bin").write_bytes(b"0")
+    with pytest.raises(CodecError, match="expected an original EnCodec .th file"):
+        Codec.load(tmp_path / "x.bin")
+    with pytest.raises(CodecError, match="n_codebooks must be in 1..4"):
+        Codec.load(tiny_codec_dir(tmp_path / "t"), n_codebooks=9)

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from halm.audio.codec import Codec
+from halm.audio.codec_train import CodecTrainConfig, RVQTrainer, train_codec
+from halm.data.synth import synthesize
+
+TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
+            segment_seconds=0.25, kmeans_iters=3, log_every=1, ckpt_every=3, lr=1e-3)
+
+
+def _quantizer(cfg: CodecTrainConfig):
+    from transformers import EncodecModel
+
+    return EncodecModel(cfg.encodec_config()).quantizer
+
+
+def test_kmeans_init_and_ema_codebooks():
+    cfg = CodecTrainConfig(**{**TINY, "ema_decay": 0.0})
+    q = _quantizer(cfg)
+    rvq = RVQTrainer(q, cfg)
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(8, 16) * 3
+    emb = (centers[torch.randint(8, (4 * 50,), generator=g)] + 0.01 * torch.randn(200, 16, generator=g))
+    emb = emb.reshape(4, 50, 16).transpose(1, 2)  # (B, D, T)
+    _, commit_random, _ = rvq(emb, 1, g, update=False)
+    rvq.kmeans_init(emb, g)
+    _, commit_kmeans, codes = rvq(emb, 1, g, update=False)
+    assert commit_kmeans < 0.05 * commit_random
+    # the codes we train with are the codes transformers' inference quantizer picks
+    assert torch.equal(codes[0], q.encode(emb, bandwidth=None)[0].reshape(-1))
+    # decay 0: after one update every used code is the mean of its frames, unused ones are re-seeded
+    cb = q.layers[0].codebook
+    x = emb.transpose(1, 2).reshape(-1, 16)
+    rvq(emb, 1, g, update=True)
+    idx = torch.cdist(x, cb.embed).argmin(1)
+    for k in idx.unique()[:5]:
+        torch.testing.assert_close(cb.embed[k], x[idx == k].mean(0), atol=1e-3, rtol=1e-3)
+    assert (cb.cluster_size >= cfg.dead_code_threshold).all()  # dead codes were replaced
+
+
+def test_straight_through_gradients_reach_the_encoder():
+    cfg = CodecTrainConfig(**TINY)
+    rvq = RVQTrainer(_quantizer(cfg), cfg)
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(2, 16, 10, requires_grad=True)
+    rvq.kmeans_init(emb.detach(), g)
+    quantized, commit, _ = rvq(emb, 3, g)
+    (quantized.sum() + commit).backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_training_exports_and_resumes_identically(tmp_path):
+    synthesize("speech", tmp_path / "speech", 0.15, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    cfg = CodecTrainConfig(**{**TINY, "steps": 6, "threads": 1})
+    train_codec(cfg, data, tmp_path / "full", progress=False)
+    train_codec(CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1}), data, tmp_path / "resumed", progress=False)
+    train_codec(cfg, data, tmp_path / "resumed", progress=False)  # the same command again continues
+    a = load_file(str(tmp_path / "full" / "train_state" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "train_state" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7)) and all(r["mel"] > 0 for r in rows)
+    codec = Codec.load(tmp_path / "full" / "codec")
+    assert codec.n_codebooks == 3 and codec.hop_length == 320 and codec.codebook_size == 32
+    codes = codec.encode(torch.randn(1, 1, 2400) * 0.1, 24000)
+    assert codes.shape == (1, 3, 8)
+    with pytest.raises(ValueError, match="other settings"):
+        train_codec(CodecTrainConfig(**{**TINY, "steps": 6, "num_filters": 8}), data, tmp_path / "full", progress=False)

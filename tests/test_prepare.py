@@ -1,0 +1,133 @@
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from halm.audio import MelConfig, causal_log_mel, load_audio
+from halm.audio.codec import Codec
+from halm.data import open_dataset
+from halm.data.prepare import DatasetMismatch, PrepareConfig, hash_split, prepare
+from halm.data.synth import synthesize
+from tests.helpers import tiny_codec_dir
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    synthesize("sfx", d / "sfx", 0.4, seed=2, progress=False)
+    return d / "sfx"
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+    return tiny_codec_dir(tmp_path_factory.mktemp("codec") / "tiny")
+
+
+def digest(d):
+    h = hashlib.sha256()
+    for p in sorted(d.rglob("*")):
+        if p.is_file() and p.name != "index.json":
+            h.update(str(p.relative_to(d)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_prepare_writes_aligned_codes_and_mel(tmp_path, corpus, codec_dir):
+    cfg = PrepareConfig(codec=str(codec_dir), shard_size=3, test_share=0.2, dev_share=0.2)
+    r = prepare(str(corpus), tmp_path / "data", cfg, progress=False)
+    n_items = len((corpus / "manifest.jsonl").read_text().splitlines())
+    assert r["items"] == n_items and r["skipped"] == 0
+    index = json.loads((tmp_path / "data" / "index.json").read_text())
+    codec = Codec.load(codec_dir)
+    assert index["codec"]["weights_sha256"] == codec.info().weights_sha256 and index["complete"]
+    assert index["mel"]["hop_length"] == 320 and index["mel"]["frames_per_token"] == 2
+    ds = open_dataset(tmp_path / "data")
+    assert len(ds) == n_items
+    mel_cfg = MelConfig.from_dict(index["mel"])
+    for item in ds:
+        wav, _ = load_audio(corpus / "audio" / f"{item.id}.wav", sample_rate=24000)
+        T = -(-wav.shape[1] // 320)
+        assert item.codes.shape == (4, T) and item.codes.dtype == np.uint16
+        assert item.mel.shape == (T, 2, 80) and item.mel.dtype == np.float16
+        # batched encoding gives each clip exactly its own codes and mel
+        assert np.array_equal(item.codes, codec.encode(torch.from_numpy(wav)[None], 24000)[0].numpy())
+        np.testing.assert_allclose(item.mel, causal_log_mel(torch.from_numpy(wav[0]), mel_cfg).numpy(), atol=2e-3)
+        assert item.text and "events" in item.attributes
+        assert isinstance(item.codes.base, np.memmap) or isinstance(item.codes, np.memmap)
+    splits = {s: len(open_dataset(tmp_path / "data", s)) for s in ("train", "dev", "test")}
+    assert sum(splits.values()) == n_items and splits["train"] > 0
+    for item in open_dataset(tmp_path / "data", "test"):
+        assert hash_split(item.id, 0.2, 0.2) == "test"
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path, corpus, codec_dir, write_audio):
+    src = tmp_path / "src"
+    shutil.copytree(corpus / "audio", src / "good")
+    (src / "broken.wav").write_bytes(b"RIFF not really")
+    write_audio("src/short.wav", np.zeros(100, dtype=np.float32), 24000)
+    r = prepare(str(src), tmp_path / "data", PrepareConfig(codec=str(codec_dir), shard_size=4), progress=False)
+    reasons = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (tmp_path / "data" / "skipped.jsonl").read_text().splitlines()}
+    assert set(reasons) == {"broken", "short"} and r["skipped"] == 2
+    assert reasons["broken"].startswith("unreadable audio") and reasons["short"].startswith("too short")
+    assert r["items"] == len(list((src / "good").glob("*.wav")))
+    r = prepare(str(src), tmp_path / "data_t", PrepareConfig(codec=str(codec_dir), require_text=True), progress=False)
+    assert r["items"] == 0 and r["skipped"] == len(list((src / "good").glob("*.wav"))) + 2
+
+
+def test_resume_recomputes_nothing_done_and_refuses_other_settings(tmp_path, corpus, codec_dir):
+    cfg = PrepareConfig(codec=str(codec_dir), shard_size=2)
+    prepare(str(corpus), tmp_path / "full", cfg, progress=False)
+    prepare(str(corpus), tmp_path / "part", cfg, progress=False)
+    shards = sorted((tmp_path / "part" / "shards").iterdir())
+    assert len(shards) >= 3
+    # as if killed while writing the last shard: its folder is a half-written temp folder
+    shutil.rmtree(shards[-1])
+    (tmp_path / "part" / "shards" / f".{shards[-1].name}.tmp").mkdir()
+    before = {p.name: p.stat().st_mtime_ns for p in shards[:-1]}
+    r = prepare(str(corpus), tmp_path / "part", cfg, progress=False)
+    assert r["new_seconds"] > 0 and r["previously_done_seconds"] > 0
+    assert {p.name: p.stat().st_mtime_ns for p in shards[:-1]} == before  # untouched
+    assert not list((tmp_path / "part" / "shards").glob(".*.tmp"))
+    assert digest(tmp_path / "part") == digest(tmp_path / "full")
+    again = prepare(str(corpus), tmp_path / "part", cfg, progress=False)
+    assert again["new_seconds"] == 0 and again["realtime_factor"] is None
+    with pytest.raises(DatasetMismatch, match="mel"):
+        prepare(str(corpus), tmp_path / "part", PrepareConfig(codec=str(codec_dir), shard_size=2, frames_per_token=4), progress=False)
+    other = tiny_codec_dir(tmp_path / "other_codec", seed=5)
+    with pytest.raises(DatasetMismatch, match="codec"):
+        prepare(str(corpus), tmp_path / "part", PrepareConfig(codec=str(other), shard_size=2), progress=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_same_dataset(tmp_path, corpus, codec_dir):
+    args = [sys.executable, "-m", "halm", "prepare", "--source", str(corpus), "--codec", str(codec_dir),
+            "--shard-size", "2", "--json"]
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "shards" / "shard_00000"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not json.loads((tmp_path / "killed" / "index.json").read_text())["complete"]
+    with pytest.raises(ValueError, match="did not finish"):
+        open_dataset(tmp_path / "killed")
+    out = subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["previously_done_seconds"] > 0
+    assert digest(tmp_path / "killed") == digest(tmp_path / "full")
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_dataset(tmp_path, corpus, codec_dir):
+    cfg = PrepareConfig(codec=str(codec_dir), shard_size=4)
+    prepare(str(corpus), tmp_path / "one", cfg, workers=1, progress=False)
+    prepare(str(corpus), tmp_path / "two", cfg, workers=2, progress=False)
+    assert digest(tmp_path / "one") == digest(tmp_path / "two")
