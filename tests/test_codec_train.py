@@ -9,7 +9,7 @@ from halm.audio.codec_train import CodecTrainConfig, RVQTrainer, train_codec
 from halm.data.synth import synthesize
 
 TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
-            segment_seconds=0.25, kmeans_iters=3, log_every=1, ckpt_every=3, lr=1e-3)
+            segment_seconds=0.25, kmeans_iters=3, log_every=1, ckpt_every=3, lr=1e-3, ae_warmup_steps=2)
 
 
 def _quantizer(cfg: CodecTrainConfig):

@@ -3,7 +3,9 @@
 transformers' quantizer is inference-only, so the residual VQ is trained here: codebooks are learned
 by exponential moving averages of the assigned encoder frames (as in EnCodec / SoundStream), started
 by k-means on the first batch, with dead codes (EMA count below a threshold) replaced by random
-frames of the current batch. Losses: multi-scale mel (L1 on linear and log mel over 5 FFT sizes),
+frames of the current batch; the first `ae_warmup_steps` train a plain autoencoder so that k-means
+starts from informative latents (started at step 0, the encoder collapsed onto a handful of codes:
+codebook 0 used 0.3% of its entries after 260 steps). Losses: multi-scale mel (L1 on linear and log mel over 5 FFT sizes),
 waveform L1 and the commitment loss; quantizer dropout (1..K codebooks per step) so that decoding
 from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. No adversarial
 discriminator: on 2 CPU cores it would halve the steps we can afford (see docs/results.md).
@@ -43,12 +45,13 @@ class CodecTrainConfig:
     segment_seconds: float = 1.0
     batch_size: int = 8
     steps: int = 4000
-    lr: float = 5e-4
+    lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.99)
     ema_decay: float = 0.99
-    dead_code_threshold: float = 0.5  # EMA assignment count below which a code is re-seeded
+    dead_code_threshold: float = 0.1  # EMA assignment count below which a code is re-seeded
     kmeans_iters: int = 10
-    commit_weight: float = 1.0
+    ae_warmup_steps: int = 300  # plain autoencoder first, so k-means starts from informative latents
+    commit_weight: float = 0.25
     wave_weight: float = 0.1
     mel_weight: float = 1.0
     quantizer_dropout: bool = True
@@ -79,7 +82,7 @@ class CodecTrainConfig:
 
 
 class MultiScaleMelLoss(torch.nn.Module):
-    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target."""
+    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target (summed, as EnCodec)."""
 
     def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048)):
         super().__init__()
@@ -98,7 +101,7 @@ class MultiScaleMelLoss(torch.nn.Module):
         for n in self.n_ffts:
             my, mx = self.mel(y, n), self.mel(x, n)
             loss = loss + (my - mx).abs().mean() + (torch.log(my + 1e-5) - torch.log(mx + 1e-5)).abs().mean()
-        return loss / len(self.n_ffts)
+        return loss
 
 
 def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,9 +129,10 @@ class RVQTrainer:
         residual = emb.transpose(1, 2).reshape(-1, emb.shape[1]).float()  # (B*T, D)
         for cb in self.layers:
             c, counts = _kmeans(residual, self.cfg.codebook_size, self.cfg.kmeans_iters, gen)
+            counts = counts.clamp_min(1.0)
             cb.embed.copy_(c)
-            cb.embed_avg.copy_(c)
-            cb.cluster_size.copy_(counts.clamp_min(1.0))
+            cb.cluster_size.copy_(counts)
+            cb.embed_avg.copy_(c * counts[:, None])  # EMA of sums: embed = embed_avg / cluster_size
             residual = residual - c[torch.cdist(residual, c).argmin(dim=1)]
 
     def __call__(self, emb: torch.Tensor, n_q: int, gen: torch.Generator, update: bool = True):
@@ -259,14 +263,19 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         export.load_state_dict(model.state_dict())
         Codec(export, str(out / "codec")).save(out / "codec")
 
-    if step == 0:
-        with torch.no_grad():
-            rvq.kmeans_init(model.encoder(data.batch(max(32, 2 * cfg.codebook_size // 75 + 1), gen)), gen)
     while step < cfg.steps:
+        if step == cfg.ae_warmup_steps:  # (also right after a resume at this step: same RNG state, same init)
+            with torch.no_grad():
+                frames_needed = 4 * cfg.codebook_size
+                n_seg = max(cfg.batch_size, -(-frames_needed // int(cfg.segment_seconds * cfg.sample_rate / model.config.hop_length)))
+                rvq.kmeans_init(model.encoder(data.batch(n_seg, gen)), gen)
         x = data.batch(cfg.batch_size, gen)  # (B, 1, N)
         n_q = int(torch.randint(1, cfg.n_codebooks + 1, (1,), generator=gen)) if cfg.quantizer_dropout else cfg.n_codebooks
         emb = model.encoder(x)  # (B, D, T)
-        q, commit, _ = rvq(emb, n_q, gen)
+        if step < cfg.ae_warmup_steps:
+            q, commit, codes = emb, emb.new_zeros(()), None
+        else:
+            q, commit, codes = rvq(emb, n_q, gen)
         y = model.decoder(q)[..., : x.shape[-1]]  # (B, 1, N)
         l_mel = mel_loss(y[:, 0], x[:, 0])
         l_wave = (y - x).abs().mean()
@@ -284,7 +293,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             rt = audio_done / (time.perf_counter() - t0)
             row = {"step": step, "loss": round(loss.item(), 5), "mel": round(l_mel.item(), 5), "wave": round(l_wave.item(), 5),
                    "commit": round(commit.item(), 5), "n_q": n_q,
-                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4), "x_realtime": round(rt, 2)}
+                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4),
+                   "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
