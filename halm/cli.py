@@ -151,7 +151,7 @@ def cmd_prepare(args) -> int:
 def cmd_demo(args) -> int:
     from halm.demo import format_summary, run_demo
 
-    summary = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.json)
+    summary = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.json, codec=args.codec)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "mel front-end over them, write a figure and a summary.")
     s.add_argument("--out", default="demo_out", help="output folder (default demo_out; rerun continues it)")
     s.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute; what CI runs)")
+    s.add_argument("--codec", default="halm-small", help="codec for the tokenization step (default: shipped halm-small)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_demo)

@@ -1,8 +1,9 @@
 """`halm demo`: the offline end-to-end job on embedded defaults.
 
-Current scope (foundation): synthesise a small speech, music and sfx corpus; read each back through
-the source readers; compute the causal log-mel front-end aligned to 24 kHz EnCodec frames (75 Hz);
-check the slice count of every clip; write a PNG of waveforms and mel slices and a summary. The
+Current scope: synthesise a small speech, music and sfx corpus; read each back through the source
+readers; compute the causal log-mel front-end aligned to 24 kHz EnCodec frames (75 Hz) and check
+the slice count of every clip; tokenize the speech corpus with the codec (`halm prepare`); decode
+one clip from its coarse codebook alone and from all codebooks (WAVs + spectrogram PNG). The
 Whisper-GPT and text-to-audio parts are added by their issues.
 """
 
@@ -20,7 +21,7 @@ from halm.data.synth import KINDS, synthesize
 from halm.plots import plot_waveforms_and_mels
 
 
-def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
+def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True, codec: str = "halm-small") -> dict:
     out_dir = Path(out)
     minutes = 0.15 if quick else 1.0
     mel_cfg = MelConfig(sample_rate=24000, hop_length=320, frames_per_token=2, n_mels=80)
@@ -49,8 +50,42 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True
             "example_caption": items[0].text,
         }
     summary["figure"] = str(plot_waveforms_and_mels(rows, out_dir / "front_end.png"))
+    summary["tokens"] = _tokenize_speech(out_dir, codec, progress)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
+    """halm prepare on the speech corpus, then decode one clip from 1 and from all codebooks."""
+    import torch
+
+    from halm.audio import save_audio
+    from halm.audio.codec import Codec
+    from halm.audio.codec_eval import _log_mel
+    from halm.data import open_dataset
+    from halm.data.prepare import PrepareConfig, prepare
+    from halm.plots import plot_spectrogram_pairs
+
+    r = prepare(str(out_dir / "corpora" / "speech"), out_dir / "data_speech", PrepareConfig(codec=codec_spec, shard_size=16),
+                progress=progress)
+    codec = Codec.load(codec_spec)
+    item = open_dataset(out_dir / "data_speech")[0]
+    wav, sr = load_audio(out_dir / "corpora" / "speech" / "audio" / f"{item.id}.wav", sample_rate=codec.sample_rate)
+    codes = torch.from_numpy(item.codes.astype("int64"))[None]  # (1, K, T)
+    decoded = {}
+    for name, k in (("coarse", 1), ("full", codec.n_codebooks)):
+        y = codec.decode(codes[:, :k])[0, 0, : wav.shape[1]].cpu()
+        decoded[name] = y
+        save_audio(out_dir / "codec" / f"{item.id}.{name}_{k}cb.wav", y.numpy(), sr)
+    save_audio(out_dir / "codec" / f"{item.id}.original.wav", wav, sr)
+    x = torch.from_numpy(wav[0])
+    fig = plot_spectrogram_pairs(
+        [(f"{item.id}: all {codec.n_codebooks} codebooks", _log_mel(x, sr).T.numpy(), _log_mel(decoded["full"], sr).T.numpy(), sr / 256),
+         (f"{item.id}: coarse codebook only", _log_mel(x, sr).T.numpy(), _log_mel(decoded["coarse"], sr).T.numpy(), sr / 256)],
+        out_dir / "codec.png", ("original", "decoded"))
+    return {"codec": codec.name, "items": r["items"], "prepare_realtime_factor": r["realtime_factor"],
+            "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 2),
+            "figure": str(fig), "wavs": str(out_dir / "codec")}
 
 
 def format_summary(s: dict) -> str:
@@ -65,6 +100,10 @@ def format_summary(s: dict) -> str:
     lines.append("")
     for kind, c in s["corpora"].items():
         lines.append(f"{kind:>6}: {c['example_caption']}")
-    lines.append(f"\nfigure: {s['figure']}\nsummary: {Path(s['out']) / 'summary.json'}")
+    t = s["tokens"]
+    rt = f"{t['prepare_realtime_factor']:.0f}x real time" if t["prepare_realtime_factor"] else "already prepared"
+    lines.append(f"\ntokenized {t['items']} speech clips with codec {t['codec']} ({t['n_codebooks']} codebooks, "
+                 f"{t['bitrate_kbps']} kbps) at {rt}; decoded audio in {t['wavs']}")
+    lines.append(f"figures: {s['figure']}, {t['figure']}\nsummary: {Path(s['out']) / 'summary.json'}")
     return "\n".join(lines)
 

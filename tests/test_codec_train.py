@@ -72,3 +72,26 @@ def test_training_exports_and_resumes_identically(tmp_path):
     assert codes.shape == (1, 3, 8)
     with pytest.raises(ValueError, match="other settings"):
         train_codec(CodecTrainConfig(**{**TINY, "steps": 6, "num_filters": 8}), data, tmp_path / "full", progress=False)
+
+
+def test_data_dependent_init_makes_the_latent_depend_on_the_audio():
+    from transformers import EncodecModel
+
+    from halm.audio.codec_train import data_dependent_init
+
+    cfg = CodecTrainConfig(**{**TINY, "num_filters": 8, "hidden_size": 32})
+    torch.manual_seed(0)
+    model = EncodecModel(cfg.encodec_config())
+    audio = torch.randn(2, 1, 6000) * 0.1
+
+    def info_ratio():
+        with torch.no_grad():
+            z = model.encoder(audio)  # (B, D, T)
+        return float(z.std(dim=2).mean() / z.mean(dim=2).abs().mean())
+
+    before = info_ratio()
+    data_dependent_init(model, audio)
+    assert info_ratio() > 5 * before
+    with torch.no_grad():
+        out = model.decoder(model.encoder(audio))
+    assert abs(float(out.std()) / float(audio.std()) - 1) < 0.05
