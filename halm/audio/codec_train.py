@@ -257,6 +257,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # a run slowed 3x mid-way (1.5 -> 4.6 s/step), denormals suspected
     torch.manual_seed(cfg.seed)
     model = EncodecModel(cfg.encodec_config())
     rvq = RVQTrainer(model.quantizer, cfg)
