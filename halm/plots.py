@@ -17,6 +17,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_waveforms_and_mels(
     rows: list[tuple[str, np.ndarray, int, np.ndarray, float]], path: str | os.PathLike
 ) -> Path:
@@ -36,12 +45,7 @@ def plot_waveforms_and_mels(
         ax_m.set_ylabel("mel bin")
         ax_m.set_xlabel("seconds")
         fig.colorbar(im, ax=ax_m, pad=0.01)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_spectrogram_pairs(rows: list[tuple[str, np.ndarray, np.ndarray, float]], path: str | os.PathLike,
@@ -57,9 +61,4 @@ def plot_spectrogram_pairs(rows: list[tuple[str, np.ndarray, np.ndarray, float]]
             ax.set_title(f"{title} — {lab}", fontsize=8, loc="left")
             ax.set_xlabel("seconds")
             ax.set_ylabel("mel bin")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
