@@ -61,7 +61,7 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
 
     from halm.audio import save_audio
     from halm.audio.codec import Codec
-    from halm.audio.codec_eval import _log_mel
+    from halm.audio.codec_eval import log_mel
     from halm.data import open_dataset
     from halm.data.prepare import PrepareConfig, prepare
     from halm.plots import plot_spectrogram_pairs
@@ -80,8 +80,8 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
     save_audio(out_dir / "codec" / f"{item.id}.original.wav", wav, sr)
     x = torch.from_numpy(wav[0])
     fig = plot_spectrogram_pairs(
-        [(f"{item.id}: all {codec.n_codebooks} codebooks", _log_mel(x, sr).T.numpy(), _log_mel(decoded["full"], sr).T.numpy(), sr / 256),
-         (f"{item.id}: coarse codebook only", _log_mel(x, sr).T.numpy(), _log_mel(decoded["coarse"], sr).T.numpy(), sr / 256)],
+        [(f"{item.id}: all {codec.n_codebooks} codebooks", log_mel(x, sr).T.numpy(), log_mel(decoded["full"], sr).T.numpy(), sr / 256),
+         (f"{item.id}: coarse codebook only", log_mel(x, sr).T.numpy(), log_mel(decoded["coarse"], sr).T.numpy(), sr / 256)],
         out_dir / "codec.png", ("original", "decoded"))
     return {"codec": codec.name, "items": r["items"], "prepare_realtime_factor": r["realtime_factor"],
             "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 2),

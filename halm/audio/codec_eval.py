@@ -26,14 +26,14 @@ from halm.audio.io import AudioError, load_audio, resample, save_audio
 from halm.audio.mel import mel_filterbank
 
 
-def _log_mel(x: torch.Tensor, sr: int) -> torch.Tensor:
+def log_mel(x: torch.Tensor, sr: int) -> torch.Tensor:
     fb = torch.from_numpy(mel_filterbank(sr, 1024, 80))
     spec = torch.stft(x, 1024, hop_length=256, window=torch.hann_window(1024), return_complex=True).abs().pow(2)
     return torch.log10((fb @ spec).clamp_min(1e-5))  # (M, frames)
 
 
 def mel_l1(x: torch.Tensor, y: torch.Tensor, sr: int) -> float:
-    return float((_log_mel(x, sr) - _log_mel(y, sr)).abs().mean())
+    return float((log_mel(x, sr) - log_mel(y, sr)).abs().mean())
 
 
 def stft_distance(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -106,8 +106,8 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
                 save_audio(f"{stem}.codec.wav", y.numpy(), sr)
                 save_audio(f"{stem}.mulaw.wav", b.numpy(), sr)
             if plot and not rows[:-1]:
-                plot_rows.append((f"{Path(src).name}: {(item.text or item.id)[:70]}", _log_mel(x, sr).T.numpy(),
-                                  _log_mel(y, sr).T.numpy(), sr / 256))
+                plot_rows.append((f"{Path(src).name}: {(item.text or item.id)[:70]}", log_mel(x, sr).T.numpy(),
+                                  log_mel(y, sr).T.numpy(), sr / 256))
         per_source[Path(src).name] = {"codec": _summary(rows), "mulaw_baseline": _summary(brows)} if rows else {}
         all_rows += rows
         base_rows += brows
