@@ -148,12 +148,11 @@ class Codec:
                     model = EncodecModel.from_pretrained(spec_str, local_files_only=True)
                 except Exception:  # noqa: BLE001 - any failure means: not available offline
                     raise CodecError(_hub_message(spec_str)) from None
-        codec = cls(model, spec_str, None)
         if bandwidth is not None:
-            n_codebooks = int(math.floor(bandwidth * 1000 / codec.bits_per_codebook_per_second + 1e-6))
-        if n_codebooks is not None:
-            codec = cls(model, spec_str, n_codebooks)
-        return codec.to(device)
+            bits_per_codebook = math.log2(model.config.codebook_size) * model.config.sampling_rate / int(
+                np.prod(model.config.upsampling_ratios))
+            n_codebooks = int(math.floor(bandwidth * 1000 / bits_per_codebook + 1e-6))
+        return cls(model, spec_str, n_codebooks).to(device)
 
     def to(self, device) -> Codec:
         self.model.to(device)
@@ -177,13 +176,10 @@ class Codec:
         return CodecInfo(self.name, self._sha, self.sample_rate, self.channels, self.hop_length, self.frame_rate,
                          self.n_codebooks, self.codebook_size)
 
-    def n_frames(self, n_samples: int) -> int:
-        return -(-n_samples // self.hop_length)
-
     # -- encode / decode ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, wav: torch.Tensor | np.ndarray, sample_rate: int, lengths: list[int] | torch.Tensor | None = None,
-               n_codebooks: int | None = None) -> torch.Tensor:
+    def encode(self, wav: torch.Tensor | np.ndarray, sample_rate: int,
+               lengths: list[int] | torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, N) audio at sample_rate -> (B, K, T) int64 codes, T = ceil(N' / hop) at the codec rate.
 
         lengths: valid samples per item of a padded batch (padding is zeroed; frames past an item's
@@ -207,9 +203,9 @@ class Codec:
                 raise CodecError(f"{self.name} expects {self.channels} channels, got {x.shape[1]}")
         if x.shape[-1] == 0:
             raise CodecError("cannot encode empty audio")
-        k = self.n_codebooks if n_codebooks is None else n_codebooks
         emb = self.model.encoder(x.to(self.device))  # (B, D, T)
-        codes = self.model.quantizer.encode(emb, bandwidth=(k + 0.5) * self.bits_per_codebook_per_second / 1000)  # (K, B, T)
+        bandwidth = (self.n_codebooks + 0.5) * self.bits_per_codebook_per_second / 1000  # floor() -> n_codebooks
+        codes = self.model.quantizer.encode(emb, bandwidth=bandwidth)  # (K, B, T)
         return codes.transpose(0, 1).long()  # (B, K, T)
 
     @torch.inference_mode()

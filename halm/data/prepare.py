@@ -129,7 +129,7 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
         batch = torch.zeros(len(group), 1, max(frames) * hop)
         for b, j in enumerate(group):
             batch[b, 0, : len(loaded[j][1])] = torch.from_numpy(loaded[j][1])
-        codes = codec.encode(batch, sr, n_codebooks=cfg.n_codebooks).cpu()  # (B, K, T)
+        codes = codec.encode(batch, sr).cpu()  # (B, K, T)
         if cfg.mel_source == "codec":
             audio_for_mel = codec.decode(codes).cpu()[:, 0]  # the mel generation will show the model
         else:
@@ -146,7 +146,7 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
                      "frames": T, "seconds": round(len(wav) / sr, 4), "path": str(it.path)})
         offset += T
         seconds += len(wav) / sr
-    K = codec.n_codebooks if cfg.n_codebooks is None else cfg.n_codebooks
+    K = codec.n_codebooks
     codes_all = np.concatenate([codes_out[j] for j in range(len(loaded))], axis=1) if loaded else np.zeros((K, 0), np.uint16)
     mel_all = (np.concatenate([mels_out[j] for j in range(len(loaded))], axis=0) if loaded
                else np.zeros((0, mel_cfg.frames_per_token, mel_cfg.n_mels), np.float16))
