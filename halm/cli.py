@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from halm import __version__
@@ -16,8 +17,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from halm.data import SourceError
     from halm.data.prepare import DatasetMismatch
     from halm.data.synth import CorpusMismatch
+    from halm.train import RunMismatch, TrainingDiverged
 
-    return (AudioError, SourceError, CorpusMismatch, CodecError, DatasetMismatch, FileNotFoundError)
+    return (AudioError, SourceError, CorpusMismatch, CodecError, DatasetMismatch, FileNotFoundError, RunMismatch,
+            TrainingDiverged, ValueError)
 
 
 def cmd_synth(args) -> int:
@@ -156,6 +159,88 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    from halm.models import list_presets
+
+    rows = list_presets()
+    if args.json:
+        print(json.dumps({"presets": rows}))
+        return 0
+    print("| preset | family | params | paper | about |\n|---|---|---|---|---|")
+    for r in rows:
+        paper = f"{r['paper_params'] / 1e6:.1f}M" if r["paper_params"] else ""
+        print(f"| {r['preset']} | {r['family']} | {r['params'] / 1e6:.3f}M | {paper} | {r['about']} |")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from halm.train import train
+
+    r = train(args.preset, args.data, args.out, steps=args.steps, overrides=args.set, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        val = f"; dev NLL {r['val_nll']:.3f}, acc {100 * r['val_acc']:.2f}%" if "val_nll" in r else ""
+        rate = f" at {r['tokens_per_s']:.0f} tokens/s" if r["tokens_per_s"] else " (already complete)"
+        print(f"{r['run']}: {r['preset']} ({r['params'] / 1e6:.2f}M params) trained to step {r['steps']}, "
+              f"{r['tokens']} tokens{rate}{val}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from halm.evaluate import evaluate_run
+
+    r = evaluate_run(args.run, args.data, args.split, mel_source=args.mel_source, weights=args.weights,
+                     max_tokens=args.max_tokens, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        mel = f", mel from {r['mel_source']}" if r["mel_source"] else ""
+        print(f"{r['run']} ({r['preset']}, {r['params'] / 1e6:.2f}M) on {r['data']} [{r['split']}{mel}]: "
+              f"NLL {r['nll']:.4f} nats/token, acc {100 * r['accuracy']:.2f}%, PPL {r['ppl']:.2f}, "
+              f"{r['bits_per_second']:.0f} bits/s over {r['tokens']} tokens ({r['seconds']:.1f} s of audio)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from halm.evaluate import compare_runs
+
+    r = compare_runs(args.runs, args.out, data=args.data, split=args.split, names=args.names, progress=not args.json)
+    print(json.dumps(r) if args.json else f"{r['table']}\n\nwrote {r['report']} and {r['curves']}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import numpy as np
+
+    from halm.audio import load_audio, save_audio
+    from halm.audio.codec_eval import log_mel
+    from halm.generate import generate_continuation
+    from halm.plots import plot_generation
+    from halm.train import load_run
+
+    model, rc = load_run(args.run, weights=args.weights)
+    wav, sr = load_audio(args.prompt)
+    if args.prompt_seconds:
+        wav = wav[:, : int(args.prompt_seconds * sr)]
+    r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache, progress=not args.json)
+    out = save_audio(args.out, r["audio"], r["sample_rate"])
+    png = args.png or str(out.with_suffix(".png"))
+    import torch
+
+    plot_generation(log_mel(torch.from_numpy(np.ascontiguousarray(r["audio"])), r["sample_rate"]).T.numpy(),
+                    r["sample_rate"] / 256, r["prompt_tokens"] / float(rc["data"]["frame_rate"]), png,
+                    title=f"{rc['preset']} continuation of {args.prompt} (seed {args.seed}, T={args.temperature})")
+    result = {"out": str(out), "png": png, "prompt_tokens": r["prompt_tokens"], "new_tokens": r["new_tokens"],
+              "seconds_generated": r["seconds_generated"], "tokens_per_s": round(r["tokens_per_s"], 1),
+              "realtime_factor": round(r["realtime_factor"], 2), "seed": args.seed}
+    print(json.dumps(result) if args.json else
+          f"wrote {out} ({r['prompt_tokens']} prompt + {r['new_tokens']} new coarse tokens, "
+          f"{r['tokens_per_s']:.0f} tokens/s = {r['realtime_factor']:.1f}x real time) and {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="halm",
@@ -248,6 +333,70 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_prepare)
 
+    s = sub.add_parser("presets", help="list the model presets with their parameter counts",
+                       description="Every named preset: family, parameter count, the paper's count where it has one.")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("train", help="train a model on a prepared dataset (resumable)",
+                       description="Train a preset on DATA's train split, validating on its dev split. Rerunning the "
+                       "same command resumes from RUN/checkpoint. Multi-process: torchrun --nproc_per_node N -m halm "
+                       "train ... (the global batch is the same as one process's).")
+    s.add_argument("--preset", required=True, help="model preset (see `halm presets`), e.g. gpt-s, gpt-l, whisper-gpt")
+    s.add_argument("--data", required=True, help="a dataset made by `halm prepare`")
+    s.add_argument("--out", required=True, help="run folder: config.json, checkpoint/, metrics.jsonl, tb/")
+    s.add_argument("--steps", type=int, help="optimizer steps (default: the train config's 2000)")
+    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override model fields (n_layer=6, context=256, mel_zero=true, …) or train fields (lr=3e-4, "
+                   "batch_size=32, accum=2, amp=none, ema_decay=0.999, warmup_steps=…, eval_every=…, ckpt_every=…, "
+                   "threads=…, seed=…)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="NLL / accuracy / perplexity / bits per second of a run",
+                       description="Score a run on every target of a split, in non-overlapping context windows per "
+                       "item (token 0 of an item is never a target). PPL = exp(NLL), NLL in nats/token.")
+    s.add_argument("--run", required=True, help="a run folder made by `halm train`")
+    s.add_argument("--data", help="prepared dataset (default: the run's own); its codec must be the run's")
+    s.add_argument("--split", default="test", help="train, dev or test (default test)")
+    s.add_argument("--mel-source", choices=["stored", "codec"], default="stored",
+                   help="hybrid only: the dataset's mel (default) or the mel of the codec's decoding of the coarse "
+                   "tokens — what the model sees when it generates")
+    s.add_argument("--weights", choices=["auto", "model", "ema"], default="auto",
+                   help="which weights (auto: EMA when the run has them)")
+    s.add_argument("--max-tokens", type=int, help="stop after about this many targets (default: all)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("compare", help="paper-style table and validation curves of several runs",
+                       description="Evaluate runs on the same split; write OUT/report.md (model, params, NLL, acc, "
+                       "PPL, Δ vs the first run), OUT/curves.png (validation NLL vs tokens seen) and OUT/results.json.")
+    s.add_argument("runs", nargs="+", help="run folders; the first is the baseline of the Δ columns")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--data", help="prepared dataset for all runs (default: each run's own)")
+    s.add_argument("--split", default="test", help="split to score (default test)")
+    s.add_argument("--names", nargs="+", help="display names, one per run (default: folder names)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("generate", help="continue an audio prompt with a trained model",
+                       description="Encode the prompt with the run's codec, sample coarse tokens (the hybrid in closed "
+                       "loop: each new token is decoded and its causal mel fed back), decode them to a WAV and a PNG.")
+    s.add_argument("--run", required=True, help="a run folder made by `halm train`")
+    s.add_argument("--prompt", required=True, help="prompt audio file")
+    s.add_argument("--prompt-seconds", type=float, help="use only the first S seconds of the prompt")
+    s.add_argument("--seconds", type=float, default=4.0, help="seconds to generate after the prompt (default 4)")
+    s.add_argument("--out", required=True, help="output WAV (prompt + continuation, decoded from coarse tokens)")
+    s.add_argument("--png", help="spectrogram PNG (default: next to the WAV)")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
+    s.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = all)")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same output (default 0)")
+    s.add_argument("--weights", choices=["auto", "model", "ema"], default="auto", help="which weights (default auto)")
+    s.add_argument("--no-cache", action="store_true", help="recompute the whole window each step (slow; for checks)")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_generate)
+
     s = sub.add_parser("demo", help="run the offline end-to-end demo",
                        description="Fully offline demo: synthesise small speech/music/sfx corpora, run the causal "
                        "mel front-end over them, write a figure and a summary.")
@@ -266,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except _user_errors() as e:
+        if os.environ.get("HALM_DEBUG"):  # HALM_DEBUG=1 shows the traceback of a user error
+            raise
         print(f"halm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

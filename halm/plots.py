@@ -62,3 +62,33 @@ def plot_spectrogram_pairs(rows: list[tuple[str, np.ndarray, np.ndarray, float]]
             ax.set_xlabel("seconds")
             ax.set_ylabel("mel bin")
     return _save(plt, fig, path)
+
+
+def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | os.PathLike,
+                xlabel: str = "tokens seen", ylabel: str = "validation NLL (nats/token)", title: str = "") -> Path:
+    """One line per run: curves = {name: (x values, y values)}."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, marker="o", markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_generation(mel: np.ndarray, frame_rate: float, prompt_seconds: float, path: str | os.PathLike,
+                    title: str = "") -> Path:
+    """Log-mel image (F, M) of a continuation, with a line where the prompt ends."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma", extent=(0, mel.shape[0] / frame_rate, 0, mel.shape[1]))
+    ax.axvline(prompt_seconds, color="cyan", linewidth=1.5)
+    ax.text(prompt_seconds, mel.shape[1] * 0.92, " generated →", color="cyan", fontsize=8)
+    ax.set_title(title, fontsize=8, loc="left")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mel bin")
+    return _save(plt, fig, path)

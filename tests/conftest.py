@@ -21,3 +21,11 @@ def write_audio(tmp_path):
 def sine(freq, seconds, sr, amp=0.5):
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def lm_data(tmp_path_factory):
+    """A tokenized tiny speech dataset shared by the model/trainer/generation tests."""
+    from tests.helpers import tiny_lm_dataset
+
+    return tiny_lm_dataset(tmp_path_factory.mktemp("lm"))

@@ -29,3 +29,14 @@ def tiny_codec_dir(path, **kw):
 
     Codec(tiny_encodec(**kw), "tiny").save(path)
     return path
+
+
+def tiny_lm_dataset(root, minutes: float = 1.0, seed: int = 3):
+    """A small speech corpus tokenized with the shipped codec (real, varied coarse tokens): root/data."""
+    from halm.data.prepare import PrepareConfig, prepare
+    from halm.data.synth import synthesize
+
+    synthesize("speech", root / "speech", minutes, seed=seed, progress=False)
+    prepare(str(root / "speech"), root / "data", PrepareConfig(codec="halm-small", shard_size=8, test_share=0.2,
+                                                                   dev_share=0.2), progress=False)
+    return root / "data"

@@ -48,7 +48,7 @@ class PrepareConfig:
     n_codebooks: int | None = None  # None: all codebooks of the codec
     frames_per_token: int = 2
     n_mels: int = 80
-    mel_source: str = "audio"  # "audio": mel of the real audio; "codec": mel of the codec's reconstruction
+    mel_source: str = "audio"  # "audio": mel of the real audio; "codec": mel of the coarse-only codec decoding
     shard_size: int = 128
     test_share: float = 0.05
     dev_share: float = 0.05
@@ -131,7 +131,8 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
             batch[b, 0, : len(loaded[j][1])] = torch.from_numpy(loaded[j][1])
         codes = codec.encode(batch, sr).cpu()  # (B, K, T)
         if cfg.mel_source == "codec":
-            audio_for_mel = codec.decode(codes).cpu()[:, 0]  # the mel generation will show the model
+            # the coarse-only decoding: what the hybrid sees when it generates (it samples codebook 0 only)
+            audio_for_mel = codec.decode(codes[:, :1]).cpu()[:, 0]
         else:
             audio_for_mel = batch[:, 0]
         mel = causal_log_mel(audio_for_mel, mel_cfg)  # (B, T, r, M)

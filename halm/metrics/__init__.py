@@ -1,0 +1,1 @@
+"""Metrics: language-model scores (lm.py); text-to-audio scores come with their issue."""

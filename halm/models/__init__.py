@@ -1,0 +1,71 @@
+"""Model families and named presets.
+
+A run is `preset + overrides`: `halm train --preset gpt-s --set n_layer=6`. The family's config
+dataclass is saved in the run's config.json, so a checkpoint never depends on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from halm.config import apply_overrides
+from halm.models.gpt import GPT, GPTConfig
+from halm.models.layers import count_params
+from halm.models.whisper_gpt import WhisperGPT, WhisperGPTConfig
+
+FAMILIES = {"gpt": (GPTConfig, GPT), "whisper_gpt": (WhisperGPTConfig, WhisperGPT)}
+
+# Sizes of the Whisper-GPT paper (vocab 1024, context 512): GPT-S 3.7M, GPT-L 40M (about 10x), hybrid 4.0M
+# = the GPT-S core + a ~0.3M mel path. tests/test_models.py checks each count within 3%.
+PRESETS: dict[str, tuple[str, dict, str]] = {
+    "gpt-s": ("gpt", dict(n_layer=4, n_head=4, d_model=252), "token-only baseline GPT-S (paper: 3.7M)"),
+    "gpt-l": ("gpt", dict(n_layer=8, n_head=8, d_model=632), "token-only baseline GPT-L, ~10x GPT-S (paper: 40M)"),
+    "whisper-gpt": ("whisper_gpt", dict(n_layer=4, n_head=4, d_model=252, d_token=252, mel_d=80, mel_layers=2, mel_heads=4),
+                    "hybrid: GPT-S core + causal mel path (paper: 4.0M)"),
+    "whisper-gpt-nomel": ("whisper_gpt", dict(n_layer=4, n_head=4, d_model=252, d_token=252, mel_d=80, mel_layers=2,
+                                              mel_heads=4, mel_zero=True),
+                          "ablation: the hybrid with its mel input zeroed"),
+    "tiny-gpt": ("gpt", dict(context=128, n_layer=2, n_head=2, d_model=64), "test/demo size token-only GPT"),
+    "tiny-gpt-l": ("gpt", dict(context=128, n_layer=4, n_head=4, d_model=192), "test/demo size, ~10x tiny-gpt"),
+    "tiny-whisper-gpt": ("whisper_gpt", dict(context=128, n_layer=2, n_head=2, d_model=64, d_token=64, mel_d=32,
+                                             mel_layers=1, mel_heads=2), "test/demo size hybrid"),
+}
+PAPER_PARAMS = {"gpt-s": 3.7e6, "gpt-l": 40e6, "whisper-gpt": 4.0e6, "whisper-gpt-nomel": 4.0e6}
+
+
+def preset_config(name: str, overrides: list[str] | None = None):
+    """(family, config dataclass) of a named preset with `key=value` overrides applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    family, fields, _ = PRESETS[name]
+    cfg_cls, _ = FAMILIES[family]
+    return family, apply_overrides(cfg_cls(**fields), overrides or [])
+
+
+def config_from_dict(family: str, d: dict):
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    cfg_cls, _ = FAMILIES[family]
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"config for {family} has unknown fields {sorted(unknown)} (made by a newer halm?)")
+    return cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def build_model(family: str, cfg):
+    _, model_cls = FAMILIES[family]
+    return model_cls(cfg)
+
+
+def list_presets() -> list[dict]:
+    rows = []
+    for name, (family, _, about) in PRESETS.items():
+        _, cfg = preset_config(name)
+        rows.append({"preset": name, "family": family, "params": count_params(build_model(family, cfg)),
+                     "paper_params": PAPER_PARAMS.get(name), "about": about, "config": cfg.to_dict()})
+    return rows
+
+
+__all__ = ["FAMILIES", "PRESETS", "GPT", "GPTConfig", "WhisperGPT", "WhisperGPTConfig", "build_model",
+           "config_from_dict", "count_params", "list_presets", "preset_config"]

@@ -1,0 +1,137 @@
+"""Layers shared by every model family: causal self-attention with a KV cache, MLP, pre-norm block.
+
+Legend: B batch, T steps (this call), P steps already in the cache, D width, H heads, E head size.
+
+The block is GPT-2's (pre-norm LayerNorm, fused qkv projection, tanh-GELU MLP of width 4D, biases),
+so that weights can be copied to and from transformers' GPT2LMHeadModel and give the same logits
+(tests/test_models.py checks it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Preallocated keys/values for every attention layer of one stack.
+
+    `pos` is the number of steps already stored; a forward with a cache appends T steps.
+    Preallocation (instead of torch.cat per step) keeps generation O(T) in memory traffic.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_steps: int, head_size: int,
+                 device=None, dtype=torch.float32):
+        shape = (batch, n_head, max_steps, head_size)  # (B, H, Tmax, E)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos = 0
+        self.max_steps = max_steps
+
+    def reset(self):
+        self.pos = 0
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        assert d_model % n_head == 0, f"d_model {d_model} not divisible by n_head {n_head}"
+        self.n_head, self.head_size = n_head, d_model // n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, E)
+        drop = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:
+            P = cache.pos
+            if P + T > cache.max_steps:
+                raise ValueError(f"KV cache holds {cache.max_steps} steps; cannot add {T} to {P}")
+            cache.k[layer][:B, :, P:P + T] = k
+            cache.v[layer][:B, :, P:P + T] = v
+            k, v = cache.k[layer][:B, :, : P + T], cache.v[layer][:B, :, : P + T]  # (B, H, P+T, E)
+            if T == 1:  # one new step attends to everything stored: no mask needed
+                y = F.scaled_dot_product_attention(q, k, v)
+            else:  # new step i (absolute P+i) may see keys 0..P+i
+                mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, D)  # (B, T, D)
+        return F.dropout(self.proj(y), drop, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.proj = nn.Linear(4 * d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class CausalStack(nn.Module):
+    """Learned positions + a stack of blocks + final LayerNorm. Input (B, T, D) -> (B, T, D).
+
+    With a cache, the positions continue from `cache.pos`, and the cache advances by T at the end.
+    """
+
+    def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float = 0.0):
+        super().__init__()
+        self.d_model, self.n_layer, self.n_head, self.context = d_model, n_layer, n_head, context
+        self.wpe = nn.Embedding(context, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(d_model)
+
+    def new_cache(self, batch: int, max_steps: int | None = None, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache(self.n_layer, batch, self.n_head, max_steps or self.context, self.d_model // self.n_head,
+                       device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.context:
+            raise ValueError(f"{start + T} steps exceed the model's context of {self.context}")
+        pos = torch.arange(start, start + T, device=x.device)
+        x = self.drop(x + self.wpe(pos))  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += T
+        return self.ln_f(x)
+
+
+def init_weights(module: nn.Module, n_layer: int, std: float = 0.02):
+    """GPT-2 init: N(0, 0.02) for linears and embeddings, residual projections scaled by 1/sqrt(2·n_layer)."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            scale = (2 * n_layer) ** -0.5 if name.endswith("proj.weight") and ".blocks." in f".{name}" else 1.0
+            nn.init.normal_(p, mean=0.0, std=std * scale)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

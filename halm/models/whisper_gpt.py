@@ -1,0 +1,96 @@
+"""`whisper_gpt`: the hybrid of the Whisper-GPT paper — coarse tokens + causal mel slices.
+
+At step t the model gets the coarse token t and the causal mel slice t (r mel frames whose analysis
+windows end where codec frame t ends, so it holds no audio after frame t). The slices pass through a
+few lightweight causal Transformer blocks (the "mel path"); the per-slice vector is concatenated with
+the token embedding, projected to the model width and fed to the decoder stack, which predicts token
+t+1 — exactly like the token-only `gpt`, whose core it shares.
+
+Legend: B batch, T steps, r mel frames per step, M mel bins, D width, Dm mel-path width, V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from halm.models.gpt import next_token_loss
+from halm.models.layers import CausalStack, KVCache, init_weights
+
+
+@dataclass
+class WhisperGPTConfig:
+    vocab_size: int = 1024
+    context: int = 512
+    n_layer: int = 4  # decoder stack (the gpt-s core)
+    n_head: int = 4
+    d_model: int = 256
+    d_token: int = 256  # width of the token embedding before the concatenation
+    n_mels: int = 80  # must match the dataset's mel settings (checked when training/evaluating)
+    frames_per_token: int = 2  # r
+    mel_layers: int = 2  # the lightweight causal blocks of the mel path
+    mel_heads: int = 4
+    mel_d: int = 96
+    mel_zero: bool = False  # ablation: the mel input is replaced by zeros (same parameters, no mel information)
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for d, h in ((self.d_model, self.n_head), (self.mel_d, self.mel_heads)):
+            if d % h:
+                raise ValueError(f"width {d} must be divisible by its head count {h}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HybridCache:
+    """One KV cache for the mel path and one for the decoder stack; they advance together."""
+
+    def __init__(self, mel: KVCache, decoder: KVCache):
+        self.mel, self.decoder = mel, decoder
+
+    @property
+    def pos(self) -> int:
+        return self.decoder.pos
+
+    def reset(self):
+        self.mel.reset()
+        self.decoder.reset()
+
+
+class WhisperGPT(nn.Module):
+    family = "whisper_gpt"
+    uses_mel = True
+
+    def __init__(self, cfg: WhisperGPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel_in = nn.Linear(cfg.frames_per_token * cfg.n_mels, cfg.mel_d)
+        self.mel_path = CausalStack(cfg.mel_d, cfg.mel_layers, cfg.mel_heads, cfg.context, cfg.dropout)
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_token)
+        self.fuse = nn.Linear(cfg.d_token + cfg.mel_d, cfg.d_model)
+        self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        init_weights(self, cfg.n_layer)
+
+    def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> HybridCache:
+        return HybridCache(self.mel_path.new_cache(batch, max_steps, device=device),
+                           self.stack.new_cache(batch, max_steps, device=device))
+
+    def forward(self, tokens: torch.Tensor, mel: torch.Tensor, cache: HybridCache | None = None) -> torch.Tensor:
+        """tokens (B, T) int64, mel (B, T, r, M) -> logits (B, T, V); position t predicts token t+1."""
+        B, T = tokens.shape
+        if mel.shape[:2] != (B, T) or mel.shape[2:] != (self.cfg.frames_per_token, self.cfg.n_mels):
+            raise ValueError(f"mel {tuple(mel.shape)} does not match tokens {tuple(tokens.shape)} "
+                             f"and (r, M) = ({self.cfg.frames_per_token}, {self.cfg.n_mels})")
+        mel = mel.to(self.mel_in.weight.dtype).reshape(B, T, -1)  # (B, T, r*M)
+        if self.cfg.mel_zero:
+            mel = torch.zeros_like(mel)
+        m = self.mel_path(self.mel_in(mel), cache.mel if cache is not None else None)  # (B, T, Dm)
+        x = self.fuse(torch.cat([self.wte(tokens), m], dim=-1))  # (B, T, D)
+        return self.head(self.stack(x, cache.decoder if cache is not None else None))  # (B, T, V)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        return next_token_loss(self(batch["tokens"][:, :-1], batch["mel"][:, :-1]), batch["tokens"][:, 1:])

@@ -1,0 +1,443 @@
+"""The one training loop of halm, for every model family.
+
+    halm train --preset P --data DATA --out RUN [--steps N] [--set key=value ...]
+    torchrun --nproc_per_node N -m halm train ...        (DDP; rank 0 alone writes)
+
+Data: random crops of context+1 steps from the train split, read from the memory-mapped dataset.
+Crops are taken from the concatenation of the split's items (a crop may cross from one clip into
+the next, as in text LM pre-training; evaluation never crosses, see halm.metrics.lm).
+The crop positions of a step are drawn for the *global* batch from one generator seeded by
+`seed`, and rank i takes its slice, so N processes see exactly the batch one process would.
+
+Run directory:
+    config.json             family, model config, train config, the dataset's codec and mel settings
+    checkpoint/             model.safetensors, ema.safetensors (if ema_decay > 0), state.pt
+                            (optimizer, step, RNG and data-position state; loads with weights_only=True);
+                            replaced atomically (written to checkpoint.tmp/, then renamed)
+    metrics.jsonl           one JSON object per log line (train) and per validation
+    tb/                     TensorBoard event files
+Re-running the same command resumes from checkpoint/ and continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm import tqdm
+
+from halm import __version__
+from halm.config import apply_overrides
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the batch items."""
+
+
+class RunMismatch(ValueError):
+    """An existing run directory was made with other settings."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 16  # sequences per optimizer step, across all processes and accumulation steps
+    accum: int = 1  # gradient accumulation: each process does `accum` micro-batches per step
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on weight matrices only (not on norms, biases or embeddings)
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # > 0 keeps an EMA of the weights (saved as ema.safetensors)
+    amp: str = "bf16"  # "bf16": autocast matmuls to bfloat16 (faster on CPUs with bf16 and on GPUs); "none": fp32
+    eval_every: int = 200
+    eval_tokens: int = 20000  # dev-split targets scored at each validation (0 = all)
+    log_every: int = 10
+    ckpt_every: int = 200
+    seed: int = 0
+    threads: int = 0  # torch CPU threads per process (0 = torch's default)
+
+    def __post_init__(self):
+        if self.amp not in ("bf16", "none"):
+            raise ValueError(f"amp must be 'bf16' or 'none', got {self.amp!r}")
+        if self.batch_size < 1 or self.accum < 1 or self.steps < 0:
+            raise ValueError("batch_size and accum must be >= 1 and steps >= 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+# ---- data ---------------------------------------------------------------------------------------
+class CropSampler:
+    """Random crops of `length` steps from the concatenated items of one split.
+
+    Returns tokens (b, length) int64 from codebook 0, mel (b, length, r, M) float32 if asked, and the
+    ids of the items each crop touches. State = the numpy generator's state (saved in checkpoints).
+    """
+
+    def __init__(self, dataset, length: int, seed: int, with_mel: bool):
+        self.ds, self.length, self.with_mel = dataset, length, with_mel
+        self.frames = dataset.frames
+        self.starts = np.concatenate([[0], np.cumsum(self.frames)])
+        self.total = int(self.starts[-1])
+        if self.total < length:
+            raise ValueError(f"the train split has {self.total} frames, fewer than one crop of {length}; "
+                             "use a smaller context or more data")
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, n: int) -> np.ndarray:
+        return self.rng.integers(0, self.total - self.length + 1, size=n)
+
+    def read(self, positions) -> dict:
+        tokens = np.empty((len(positions), self.length), dtype=np.int64)
+        mel = None
+        ids = []
+        for b, g in enumerate(positions):
+            i, got, row_ids = int(np.searchsorted(self.starts, g, side="right") - 1), 0, []
+            off = int(g - self.starts[i])
+            while got < self.length:
+                item = self.ds[i]
+                n = min(self.length - got, item.codes.shape[1] - off)
+                tokens[b, got:got + n] = item.codes[0, off:off + n]
+                if self.with_mel:
+                    if mel is None:
+                        mel = np.empty((len(positions), self.length) + item.mel.shape[1:], dtype=np.float32)
+                    mel[b, got:got + n] = item.mel[off:off + n]
+                row_ids.append(item.id)
+                got, off, i = got + n, 0, i + 1
+            ids.append(row_ids)
+        batch = {"tokens": torch.from_numpy(tokens), "ids": ids}
+        if mel is not None:
+            batch["mel"] = torch.from_numpy(mel)
+        return batch
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, s: str):
+        self.rng.bit_generator.state = json.loads(s)
+
+
+# ---- optimisation -------------------------------------------------------------------------------
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices of Linear layers only; none on norms, biases and embeddings."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over warmup_steps, then cosine from lr to lr * min_lr_ratio at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class _LossModule(nn.Module):
+    """DDP wraps a module's forward; the families' loss(batch) goes through this."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.loss(batch)
+
+
+# ---- run directory ------------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _state_dict_for_saving(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(run: Path, model, ema, optimizer, state: dict):
+    from safetensors.torch import save_file
+
+    tmp, final, old = run / "checkpoint.tmp", run / "checkpoint", run / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_state_dict_for_saving(model), str(tmp / "model.safetensors"))
+    if ema is not None:
+        save_file(_state_dict_for_saving(ema), str(tmp / "ema.safetensors"))
+    torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
+    for f in tmp.iterdir():  # make the bytes durable before the rename makes them visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_dir(run: Path) -> Path | None:
+    """The last complete checkpoint (checkpoint/, or checkpoint.old/ if a crash hit between the renames)."""
+    for name in ("checkpoint", "checkpoint.old"):
+        d = Path(run) / name
+        if (d / "model.safetensors").exists() and (d / "state.pt").exists():
+            return d
+    return None
+
+
+def read_run_config(run: str | os.PathLike) -> dict:
+    path = Path(run) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run}: no config.json — not a run made by `halm train`")
+    return json.loads(path.read_text())
+
+
+def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
+    """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one)."""
+    from safetensors.torch import load_file
+
+    from halm.models import build_model, config_from_dict
+
+    rc = read_run_config(run)
+    model = build_model(rc["family"], config_from_dict(rc["family"], rc["model"]))
+    ck = checkpoint_dir(Path(run))
+    if ck is None:
+        raise FileNotFoundError(f"{run}: no checkpoint yet; train first (halm train … --out {run})")
+    name = "ema" if weights == "ema" or (weights == "auto" and (ck / "ema.safetensors").exists()) else "model"
+    if not (ck / f"{name}.safetensors").exists():
+        raise FileNotFoundError(f"{ck}: no {name}.safetensors (train with --set ema_decay=0.999 for EMA weights)")
+    model.load_state_dict(load_file(str(ck / f"{name}.safetensors")))
+    model.run_config = rc
+    return model.to(device).eval(), rc
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def _dist_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def train(preset: str, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
+          progress: bool = True) -> dict:
+    """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields."""
+    from halm.data import open_dataset
+    from halm.metrics.lm import evaluate_lm
+    from halm.models import build_model, count_params, preset_config
+
+    overrides = list(overrides or [])
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    t_over = [o for o in overrides if o.partition("=")[0].strip().replace("-", "_") in train_fields]
+    m_over = [o for o in overrides if o not in t_over]
+    family, mcfg = preset_config(preset, m_over)
+    tcfg = apply_overrides(TrainConfig(), t_over)
+    if steps is not None:
+        tcfg = dataclasses.replace(tcfg, steps=steps)
+
+    rank, world, device = _dist_setup()
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    if tcfg.batch_size % (world * tcfg.accum):
+        raise ValueError(f"batch_size {tcfg.batch_size} must be divisible by processes x accum = {world * tcfg.accum}")
+    micro = tcfg.batch_size // (world * tcfg.accum)
+
+    train_ds = open_dataset(data, "train")
+    dev_ds = open_dataset(data, "dev")
+    if len(train_ds) == 0:
+        raise ValueError(f"{data}: the train split is empty")
+    if mcfg.vocab_size < int(train_ds.codec["codebook_size"]):
+        raise ValueError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
+    if getattr(mcfg, "n_mels", None) is not None:
+        mel = train_ds.mel_config
+        if (mcfg.n_mels, mcfg.frames_per_token) != (mel.n_mels, mel.frames_per_token):
+            raise ValueError(f"model expects mel ({mcfg.frames_per_token} x {mcfg.n_mels}) but {data} has "
+                             f"({mel.frames_per_token} x {mel.n_mels}); add --set n_mels=… frames_per_token=…")
+    run = Path(out)
+    run_config = {"halm_version": __version__, "preset": preset, "family": family, "model": mcfg.to_dict(),
+                  "train": tcfg.to_dict(), "data": {"path": str(Path(data).resolve()), "codec": train_ds.codec,
+                                                    "mel": train_ds.index["mel"],
+                                                    "mel_source": train_ds.index.get("mel_source", "audio"),
+                                                    "frame_rate": train_ds.frame_rate}}
+    if (run / "config.json").exists():
+        old = read_run_config(run)
+        diffs = [k for k in ("family", "model", "train") if old[k] != run_config[k]]
+        if old["data"]["codec"] != run_config["data"]["codec"] or old["data"]["mel"] != run_config["data"]["mel"]:
+            diffs.append("data (codec or mel settings)")
+        if diffs:
+            raise RunMismatch(f"{run} was made with other settings ({', '.join(diffs)}); rerun the identical "
+                              f"command to resume, or choose a new --out")
+    elif rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(run / "config.json", json.dumps(run_config, indent=2) + "\n")
+
+    torch.manual_seed(tcfg.seed)
+    model = build_model(family, mcfg).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
+                                  fused=device.type == "cuda")
+    sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+
+    ck = checkpoint_dir(run)
+    if ck is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(device)))
+        if ema is not None:
+            ema.load_state_dict(load_file(str(ck / "ema.safetensors"), device=str(device)))
+        st = torch.load(ck / "state.pt", map_location=device, weights_only=True)
+        optimizer.load_state_dict(st["optimizer"])
+        step, tokens_seen, elapsed_before = st["step"], st["tokens"], st["elapsed"]
+        sampler.set_state(st["sampler"])
+        torch.set_rng_state(st["torch_rng"].cpu())
+        if rank == 0:  # drop log lines written after the checkpoint by the interrupted run
+            _truncate_metrics(run / "metrics.jsonl", step)
+
+    n_params = count_params(model)
+    core = _LossModule(model)
+    if world > 1:
+        core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.amp == "bf16"
+                else contextlib.nullcontext())
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run / "tb"), purge_step=step)
+        except ImportError:  # tensorboard is a dependency of halm, but a run must not die for its logs
+            writer = None
+    metrics_f = open(run / "metrics.jsonl", "a") if rank == 0 else None
+
+    def log(record: dict):
+        if rank != 0:
+            return
+        metrics_f.write(json.dumps(record) + "\n")
+        metrics_f.flush()
+        if writer is not None:
+            for k, v in record.items():
+                if k not in ("step", "tokens") and isinstance(v, (int, float)):
+                    writer.add_scalar(k.replace("val_", "val/") if k.startswith("val_") else f"train/{k}", v, record["step"])
+
+    def validate() -> dict:
+        if len(dev_ds) == 0:
+            return {}
+        was_training = model.training
+        r = evaluate_lm(ema if ema is not None else model, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False)
+        model.train(was_training)
+        return {"val_nll": r["nll"], "val_acc": r["accuracy"], "val_ppl": r["ppl"]}
+
+    pbar = tqdm(total=tcfg.steps, initial=step, desc=f"train {preset}", disable=not progress or rank != 0,
+                dynamic_ncols=True)
+    model.train()
+    t_start, tokens_at_start = time.perf_counter(), tokens_seen
+    window_t, window_tokens, sums = time.perf_counter(), 0, {"loss": 0.0, "acc": 0.0, "n": 0}
+    last_val = {}
+    while step < tcfg.steps:
+        lr = lr_at(step, tcfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        positions = sampler.draw(tcfg.batch_size)  # the global batch; this rank reads its slice
+        mine = positions[rank * micro * tcfg.accum:(rank + 1) * micro * tcfg.accum]
+        step_loss, step_acc, ids = torch.zeros((), device=device), torch.zeros((), device=device), []
+        for a in range(tcfg.accum):
+            batch = sampler.read(mine[a * micro:(a + 1) * micro])
+            ids += batch["ids"]
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "ids"}
+            sync = world == 1 or a == tcfg.accum - 1
+            with (contextlib.nullcontext() if sync else core.no_sync()), autocast:
+                loss, extra = core(batch)
+            (loss / tcfg.accum).backward()
+            step_loss += loss.detach() / tcfg.accum
+            step_acc += extra["acc"].detach() / tcfg.accum
+        if world > 1:
+            stats = torch.stack([step_loss, step_acc])
+            dist.all_reduce(stats)
+            step_loss, step_acc = stats / world
+        if not torch.isfinite(step_loss):
+            raise TrainingDiverged(f"step {step + 1}: loss is {step_loss.item()}; items in this process's batch: "
+                                   f"{sorted({i for row in ids for i in row})[:20]}. Lower --set lr=… or check those "
+                                   f"items; the last good checkpoint is in {run}/checkpoint")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - tcfg.ema_decay)
+        step += 1
+        n_tok = tcfg.batch_size * mcfg.context
+        tokens_seen += n_tok
+        window_tokens += n_tok
+        sums["loss"] += step_loss.item()
+        sums["acc"] += step_acc.item()
+        sums["n"] += 1
+        if step % tcfg.log_every == 0 or step == tcfg.steps:
+            now = time.perf_counter()
+            rate = window_tokens / max(now - window_t, 1e-9)
+            rec = {"step": step, "tokens": tokens_seen, "loss": round(sums["loss"] / sums["n"], 5),
+                   "acc": round(sums["acc"] / sums["n"], 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+                   "tokens_per_s": round(rate, 1)}
+            log(rec)
+            pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rate:.0f}",
+                             **({"val": f"{last_val['val_nll']:.3f}"} if last_val else {}))
+            window_t, window_tokens, sums = now, 0, {"loss": 0.0, "acc": 0.0, "n": 0}
+        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+            if rank == 0:
+                last_val = validate()
+                if last_val:
+                    log({"step": step, "tokens": tokens_seen, **last_val})
+            if world > 1:
+                dist.barrier()
+        if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+            if rank == 0:
+                elapsed = elapsed_before + time.perf_counter() - t_start
+                save_checkpoint(run, model, ema, optimizer,
+                                {"step": step, "tokens": tokens_seen, "elapsed": elapsed,
+                                 "sampler": sampler.state(), "torch_rng": torch.get_rng_state()})
+            if world > 1:
+                dist.barrier()
+        pbar.update(1)
+    pbar.close()
+    if metrics_f is not None:
+        metrics_f.close()
+    if writer is not None:
+        writer.close()
+    new_tokens = tokens_seen - tokens_at_start
+    dt = time.perf_counter() - t_start
+    if world > 1:
+        dist.barrier()
+    return {"run": str(run), "preset": preset, "family": family, "params": n_params, "steps": step,
+            "tokens": tokens_seen, "new_tokens": new_tokens,
+            "tokens_per_s": round(new_tokens / dt, 1) if new_tokens else None, **last_val}
+
+
+def _truncate_metrics(path: Path, step: int):
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    _atomic_write_text(path, "".join(line + "\n" for line in keep))

@@ -1,0 +1,139 @@
+"""The one trainer: learning, resume after SIGKILL, accumulation, DDP, divergence, run-dir safety."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from halm.models import build_model, preset_config
+from halm.train import RunMismatch, TrainConfig, TrainingDiverged, load_run, lr_at, param_groups, train
+
+FAST = ["threads=1", "amp=none", "batch_size=4", "warmup_steps=5", "log_every=1", "eval_every=1000", "eval_tokens=300"]
+
+
+def weights(run, name="model"):
+    return load_file(str(run / "checkpoint" / f"{name}.safetensors"))
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+@pytest.mark.parametrize("preset", ["tiny-gpt", "tiny-whisper-gpt"])
+def test_training_lowers_validation_nll(tmp_path, lm_data, preset):
+    r = train(preset, str(lm_data), tmp_path / "run", steps=40,
+              overrides=["threads=1", "batch_size=8", "warmup_steps=5", "eval_every=20", "lr=3e-3"], progress=False)
+    vals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [v["val_nll"] for v in vals if "val_nll" in v]
+    assert len(vals) == 2 and r["val_nll"] == vals[-1]
+    assert vals[-1] < np.log(1024) - 2.0  # far below the uniform guess over 1024 codes
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["family"] == preset_config(preset)[0] and cfg["model"]["context"] == 128
+    assert cfg["data"]["codec"]["name"] == "halm-small" and cfg["train"]["steps"] == 40
+    assert any((tmp_path / "run" / "tb").iterdir())  # TensorBoard events
+
+
+def _train_cmd(data, out, steps):
+    return [sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt-l", "--data", str(data), "--out", str(out),
+            "--steps", str(steps), "--json", "--set", *FAST, "ckpt_every=5", "ema_decay=0.9"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_reaches_the_same_weights(tmp_path, lm_data):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(lm_data, ref, 40), check=True, env=env, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(lm_data, run, 40), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it between two checkpoints, after at least two of them
+        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+        if lines and json.loads(lines[-1])["step"] >= 12:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(run / "checkpoint" / "state.pt", weights_only=True)["step"]
+    assert 10 <= step_at_kill < 40, "the run was not interrupted mid-way; the test proves nothing"
+    subprocess.run(_train_cmd(lm_data, run, 40), check=True, env=env, capture_output=True)
+    assert_same_weights(weights(run), weights(ref))
+    assert_same_weights(weights(run, "ema"), weights(ref, "ema"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 41))  # no lost or repeated lines
+    # the state holds only tensors and plain values: it loads without executing pickled code
+    state = torch.load(run / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 40 and "optimizer" in state
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, lm_data):
+    a = train("tiny-gpt", str(lm_data), tmp_path / "a", steps=6, overrides=[*FAST, "batch_size=8"], progress=False)
+    b = train("tiny-gpt", str(lm_data), tmp_path / "b", steps=6, overrides=[*FAST, "batch_size=8", "accum=2"],
+              progress=False)
+    assert a["tokens"] == b["tokens"]
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"), atol=2e-6)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path, lm_data):
+    """torchrun, 2 CPU processes on gloo, global batch 8 (4 each) vs one process with 8: equal to 1e-5."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--preset", "tiny-whisper-gpt", "--data", str(lm_data), "--steps", "6", "--json", "--set", *FAST,
+              "batch_size=8"]
+    subprocess.run([sys.executable, "-m", "halm", "train", "--out", str(tmp_path / "one"), *common], check=True,
+                   env=env, capture_output=True)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                        "-m", "halm", "train", "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_with_the_step_and_the_items(tmp_path, lm_data):
+    bad = tmp_path / "bad"
+    shutil.copytree(lm_data, bad)
+    for mel_path in (bad / "shards").glob("*/mel.npy"):
+        np.save(mel_path, np.full(np.load(mel_path).shape, np.nan, dtype=np.float16))
+    with pytest.raises(TrainingDiverged, match=r"step 1: loss is nan; items in this process's batch: \['"):
+        train("tiny-whisper-gpt", str(bad), tmp_path / "run", steps=3, overrides=FAST, progress=False)
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path, lm_data):
+    train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=FAST, progress=False)
+    with pytest.raises(RunMismatch, match="train"):
+        train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=[*FAST, "lr=0.01"], progress=False)
+    r = train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=FAST, progress=False)
+    assert r["new_tokens"] == 0  # already complete: nothing to do
+
+
+def test_load_run_and_mismatched_mel_settings(tmp_path, lm_data):
+    train("tiny-whisper-gpt", str(lm_data), tmp_path / "run", steps=1, overrides=FAST, progress=False)
+    model, rc = load_run(tmp_path / "run")
+    assert not model.training and rc["preset"] == "tiny-whisper-gpt"
+    with pytest.raises(ValueError, match="n_mels"):
+        train("tiny-whisper-gpt", str(lm_data), tmp_path / "r2", steps=1, overrides=[*FAST, "n_mels=64"], progress=False)
+
+
+def test_weight_decay_only_on_linear_weights_and_schedule():
+    model = build_model(*preset_config("tiny-whisper-gpt"))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and "ln" not in names[id(p)] and "wte" not in names[id(p)]
+               and "wpe" not in names[id(p)] for p in decay["params"])
+    assert any("wte" in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
