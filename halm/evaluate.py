@@ -80,7 +80,7 @@ def compare_runs(runs: list[str], out: str, data: str | None = None, split: str 
         raise ValueError("give one name per run")
     results = [evaluate_run(r, data, split, progress=progress) for r in runs]
     base = results[0]
-    lines = [f"| model | preset | params | NLL | acc | PPL | bits/s | ΔNLL | Δacc | ΔPPL |",
+    lines = ["| model | preset | params | NLL | acc | PPL | bits/s | ΔNLL | Δacc | ΔPPL |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in zip(names, results):
         lines.append(f"| {name} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['nll']:.3f} | {100 * r['accuracy']:.2f}% | "

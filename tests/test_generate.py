@@ -1,0 +1,115 @@
+"""Sampling: logit filters, determinism, cached = uncached generation, the closed-loop mel, `halm generate`."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from halm.generate import ClosedLoopMel, generate, sample_next, top_k_filter, top_p_filter
+from halm.models import build_model, preset_config
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(top_k_filter(logits, 2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+    assert torch.equal(top_k_filter(logits, 0), logits) and torch.equal(top_k_filter(logits, 5), logits)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(top_p_filter(logits, 0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(top_p_filter(logits, 0.6)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(top_p_filter(logits, 0.8)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(top_p_filter(logits, 0.81)).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(top_p_filter(logits, 0.01)).sum() == 1  # never empty
+    shuffled = logits[:, [2, 0, 3, 1]]  # order of the vocabulary does not matter
+    assert torch.isfinite(top_p_filter(shuffled, 0.6)).tolist() == [[False, True, False, True]]
+
+
+def test_sampling_follows_the_filtered_distribution_and_greedy():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    s = sample_next(logits, temperature=1.0, top_k=2, generator=g)
+    assert set(s.tolist()) == {2, 3}
+    share3 = (s == 3).float().mean().item()
+    assert abs(share3 - 1 / (1 + np.exp(-1))) < 0.03  # softmax over the two kept logits
+    assert sample_next(logits[:2], temperature=0).tolist() == [3, 3]
+
+
+class FakeMel:
+    """A deterministic function of the tokens standing in for the codec decode (tests of the loop only)."""
+
+    def __init__(self, r=2, M=80):
+        self.table = torch.randn(1024, r, M, generator=torch.Generator().manual_seed(1))
+
+    def __call__(self, tokens):
+        return self.table[tokens[:, -1]]
+
+
+@pytest.mark.parametrize("preset", ["tiny-gpt", "tiny-whisper-gpt"])
+def test_cached_generation_equals_uncached_and_is_seeded(preset):
+    torch.manual_seed(0)
+    model = build_model(*preset_config(preset)).eval()
+    fake = FakeMel()
+    prompt = torch.randint(0, 1024, (2, 10))
+    mel = fake.table[prompt] if model.uses_mel else None
+    kw = dict(mel=mel, mel_fn=fake if model.uses_mel else None, temperature=1.0, top_k=50)
+    a = generate(model, prompt, 60, seed=3, **kw)
+    b = generate(model, prompt, 60, seed=3, use_cache=False, **kw)
+    c = generate(model, prompt, 60, seed=4, **kw)
+    assert a.shape == (2, 70) and torch.equal(a[:, :10], prompt)
+    assert torch.equal(a, b)  # within the context, the cache changes nothing
+    assert not torch.equal(a, c)
+    assert torch.equal(a, generate(model, prompt, 60, seed=3, **kw))
+
+
+def test_generation_slides_past_the_context():
+    torch.manual_seed(0)
+    model = build_model(*preset_config("tiny-whisper-gpt")).eval()  # context 128
+    fake = FakeMel()
+    prompt = torch.randint(0, 1024, (1, 100))
+    out = generate(model, prompt, 300, mel=fake.table[prompt], mel_fn=fake, seed=0)
+    assert out.shape == (1, 400) and int(out.max()) < 1024
+
+
+def test_closed_loop_window_mel_is_close_to_a_full_decode():
+    from halm.audio import MelConfig
+    from halm.audio.codec import Codec
+
+    codec = Codec.load("halm-small")
+    wav = torch.from_numpy(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    tokens = codec.encode(wav[None, None], 24000)[:, 0]  # (1, 75)
+    closed = ClosedLoopMel(codec, MelConfig(), window=32)
+    full = closed.full(tokens)  # (1, 75, 2, 80)
+    for t in (40, 60, 74):
+        window_slice = closed(tokens[:, : t + 1])
+        err = (window_slice - full[:, t]).abs().mean().item()
+        spread = full.std().item()
+        assert err < 0.1 * spread, (t, err, spread)
+
+
+def test_halm_generate_cli_writes_wav_png_and_is_deterministic(tmp_path, lm_data):
+    from halm.data import open_dataset
+    from halm.train import train
+
+    train("tiny-whisper-gpt", str(lm_data), tmp_path / "run", steps=3, progress=False,
+          overrides=["threads=1", "batch_size=4", "eval_every=1000", "eval_tokens=100"])
+    item = open_dataset(lm_data, "test")[0]
+    prompt = lm_data.parent / "speech" / "audio" / f"{item.id}.wav"
+    outs = []
+    for name in ("a", "b"):
+        cmd = [sys.executable, "-m", "halm", "generate", "--run", str(tmp_path / "run"), "--prompt", str(prompt),
+               "--prompt-seconds", "1", "--seconds", "0.5", "--out", str(tmp_path / f"{name}.wav"), "--seed", "7",
+               "--top-k", "50", "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        r = json.loads(p.stdout)
+        assert r["prompt_tokens"] == 75 and r["new_tokens"] == 38 and (tmp_path / f"{name}.png").stat().st_size > 0
+        outs.append(sf.read(tmp_path / f"{name}.wav")[0])
+    assert len(outs[0]) == 113 * 320 and np.array_equal(outs[0], outs[1])
