@@ -154,7 +154,8 @@ def cmd_prepare(args) -> int:
 def cmd_demo(args) -> int:
     from halm.demo import format_summary, run_demo
 
-    summary = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.json, codec=args.codec)
+    out = args.out or ("demo_quick" if args.quick else "demo_out")
+    summary = run_demo(out, quick=args.quick, seed=args.seed, progress=not args.json, codec=args.codec)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
@@ -398,9 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("demo", help="run the offline end-to-end demo",
-                       description="Fully offline demo: synthesise small speech/music/sfx corpora, run the causal "
-                       "mel front-end over them, write a figure and a summary.")
-    s.add_argument("--out", default="demo_out", help="output folder (default demo_out; rerun continues it)")
+                       description="Fully offline demo: synthesise small speech/music/sfx corpora and run the causal "
+                       "mel front-end over them; tokenize the speech with the codec; train tiny GPT-S, GPT-L and "
+                       "Whisper-GPT for the same token budget, compare them on the test split and continue a test "
+                       "clip with each. Writes figures, WAVs, lm/report.md and summary.json.")
+    s.add_argument("--out", help="output folder (default demo_out, or demo_quick with --quick; a rerun continues it)")
     s.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute; what CI runs)")
     s.add_argument("--codec", default="halm-small", help="codec for the tokenization step (default: shipped halm-small)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

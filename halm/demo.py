@@ -1,10 +1,12 @@
 """`halm demo`: the offline end-to-end job on embedded defaults.
 
-Current scope: synthesise a small speech, music and sfx corpus; read each back through the source
-readers; compute the causal log-mel front-end aligned to 24 kHz EnCodec frames (75 Hz) and check
-the slice count of every clip; tokenize the speech corpus with the codec (`halm prepare`); decode
-one clip from its coarse codebook alone and from all codebooks (WAVs + spectrogram PNG). The
-Whisper-GPT and text-to-audio parts are added by their issues.
+1. synthesise small speech, music and sfx corpora; read each back through the source readers;
+   compute the causal log-mel front-end aligned to 24 kHz EnCodec frames (75 Hz) (front_end.png);
+2. tokenize the speech corpus with the codec (`halm prepare`); decode one clip from its coarse
+   codebook alone and from all codebooks (codec.png, codec/*.wav);
+3. Whisper-GPT: train tiny GPT-S, GPT-L (about 10x) and the hybrid for the same token budget on the
+   speech tokens, evaluate them on the test split, write the comparison (lm/report.md, lm/curves.png)
+   and a continuation of a test clip from each model (lm/continuations/*.wav + .png).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from halm.plots import plot_waveforms_and_mels
 def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True, codec: str = "halm-small") -> dict:
     out_dir = Path(out)
     minutes = 0.15 if quick else 1.0
+    speech_minutes = 0.6 if quick else 8.0  # the LM part needs more speech than the front-end figure
     mel_cfg = MelConfig(sample_rate=24000, hop_length=320, frames_per_token=2, n_mels=80)
     summary: dict = {"out": str(out_dir), "mel": mel_cfg.to_dict(), "corpora": {}}
     rows = []
     for kind in KINDS:
-        stats = synthesize(kind, out_dir / "corpora" / kind, minutes, seed=seed, progress=progress)
+        stats = synthesize(kind, out_dir / "corpora" / kind, speech_minutes if kind == "speech" else minutes, seed=seed,
+                           progress=progress)
         items = list(open_source(out_dir / "corpora" / kind))
         frames, audio_s, t0 = 0, 0.0, time.perf_counter()
         first = None
@@ -51,6 +55,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True
         }
     summary["figure"] = str(plot_waveforms_and_mels(rows, out_dir / "front_end.png"))
     summary["tokens"] = _tokenize_speech(out_dir, codec, progress)
+    summary["lm"] = _language_models(out_dir, quick, seed, progress)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -66,8 +71,8 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
     from halm.data.prepare import PrepareConfig, prepare
     from halm.plots import plot_spectrogram_pairs
 
-    r = prepare(str(out_dir / "corpora" / "speech"), out_dir / "data_speech", PrepareConfig(codec=codec_spec, shard_size=16),
-                progress=progress)
+    r = prepare(str(out_dir / "corpora" / "speech"), out_dir / "data_speech",
+                PrepareConfig(codec=codec_spec, shard_size=16, test_share=0.2, dev_share=0.2), progress=progress)
     codec = Codec.load(codec_spec)
     item = open_dataset(out_dir / "data_speech")[0]
     wav, sr = load_audio(out_dir / "corpora" / "speech" / "audio" / f"{item.id}.wav", sample_rate=codec.sample_rate)
@@ -88,6 +93,61 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
             "figure": str(fig), "wavs": str(out_dir / "codec")}
 
 
+# The three models of the paper at demo size, trained for the same number of tokens.
+DEMO_MODELS = (("GPT-S", "tiny-gpt"), ("GPT-L", "tiny-gpt-l"), ("Whisper-GPT", "tiny-whisper-gpt"))
+
+
+def _language_models(out_dir: Path, quick: bool, seed: int, progress: bool) -> dict:
+    from halm.audio import save_audio
+    from halm.data import open_dataset
+    from halm.evaluate import compare_runs
+    from halm.generate import generate_continuation
+    from halm.train import load_run, train
+
+    data = out_dir / "data_speech"
+    steps, batch = (12, 4) if quick else (400, 16)
+    settings = [f"batch_size={batch}", f"seed={seed}", f"warmup_steps={max(2, steps // 10)}", "lr=2e-3",
+                f"eval_every={max(4, steps // 8)}", "eval_tokens=0", f"ckpt_every={max(4, steps // 4)}"]
+    lm_dir = out_dir / "lm"
+    results = {}
+    for name, preset in DEMO_MODELS:
+        results[name] = train(preset, str(data), lm_dir / "runs" / name, steps=steps, overrides=settings, progress=progress)
+    cmp = compare_runs([str(lm_dir / "runs" / n) for n, _ in DEMO_MODELS], str(lm_dir), names=[n for n, _ in DEMO_MODELS],
+                       progress=False)
+    item = open_dataset(data, "test")[0]
+    wav, sr = load_audio(out_dir / "corpora" / "speech" / "audio" / f"{item.id}.wav", sample_rate=24000)
+    prompt = wav[:, : int(1.5 * sr)]
+    continuations = {}
+    for name, _ in DEMO_MODELS:
+        model, rc = load_run(lm_dir / "runs" / name)
+        g = generate_continuation(model, rc, prompt, sr, 1.0 if quick else 3.0, top_k=50, seed=seed)
+        path = save_audio(lm_dir / "continuations" / f"{name}.wav", g["audio"], g["sample_rate"])
+        continuations[name] = {"wav": str(path), "tokens_per_s": round(g["tokens_per_s"], 1),
+                               "realtime_factor": round(g["realtime_factor"], 2)}
+    _plot_continuations(lm_dir / "continuations.png", prompt, sr, continuations)
+    return {"steps": steps, "batch_size": batch, "tokens_per_model": results["GPT-S"]["tokens"],
+            "table": cmp["table"], "report": cmp["report"], "curves": cmp["curves"],
+            "train_tokens_per_s": {n: r["tokens_per_s"] for n, r in results.items()},
+            "continuations": continuations, "continuations_figure": str(lm_dir / "continuations.png"),
+            "prompt": f"first 1.5 s of test clip {item.id}"}
+
+
+def _plot_continuations(path: Path, prompt, sr: int, continuations: dict):
+    import soundfile as sf
+    import torch
+
+    from halm.audio.codec_eval import log_mel
+    from halm.plots import plot_spectrogram_pairs
+
+    p = log_mel(torch.from_numpy(prompt[0]), sr).T.numpy()
+    rows = []
+    for name, c in continuations.items():
+        y, _ = sf.read(c["wav"], dtype="float32")
+        rows.append((f"{name}: prompt (left) and prompt + continuation (right)", p,
+                     log_mel(torch.from_numpy(y), sr).T.numpy(), sr / 256))
+    plot_spectrogram_pairs(rows, path, ("real prompt", "decoded prompt + generated"))
+
+
 def format_summary(s: dict) -> str:
     lines = [
         "| corpus | clips | minutes | synth x real time | codec frames (75 Hz) | causal mel x real time |",
@@ -104,6 +164,13 @@ def format_summary(s: dict) -> str:
     rt = f"{t['prepare_realtime_factor']:.0f}x real time" if t["prepare_realtime_factor"] else "already prepared"
     lines.append(f"\ntokenized {t['items']} speech clips with codec {t['codec']} ({t['n_codebooks']} codebooks, "
                  f"{t['bitrate_kbps']} kbps) at {rt}; decoded audio in {t['wavs']}")
-    lines.append(f"figures: {s['figure']}, {t['figure']}\nsummary: {Path(s['out']) / 'summary.json'}")
+    lm = s["lm"]
+    lines.append(f"\nWhisper-GPT on the speech tokens: {lm['tokens_per_model']} training tokens per model "
+                 f"({lm['steps']} steps x batch {lm['batch_size']}); test split:\n")
+    lines.append(lm["table"])
+    lines.append("\ncontinuations of the " + lm["prompt"] + ": " + ", ".join(
+        f"{n} {c['realtime_factor']:.1f}x real time" for n, c in lm["continuations"].items()))
+    lines.append(f"figures: {s['figure']}, {t['figure']}, {lm['curves']}, {lm['continuations_figure']}\n"
+                 f"report: {lm['report']}; summary: {Path(s['out']) / 'summary.json'}")
     return "\n".join(lines)
 

@@ -40,7 +40,7 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
         import torch
 
         from halm.audio.codec import Codec
-        from halm.generate import ClosedLoopMel
+        from halm.audio.codec_mel import ClosedLoopMel
 
         closed = ClosedLoopMel(Codec.load(rc["data"]["codec"]["name"]), MelConfig.from_dict(rc["data"]["mel"]))
 

@@ -2,9 +2,9 @@
 
 The hybrid was trained on (token t, mel slice t) pairs. When it generates, there is no real audio for
 the new tokens, so after each sampled token we decode the newest frame with the codec and compute its
-causal mel slice (`ClosedLoopMel`): the model always sees the mel of what it generated. The decode
-uses a short window of the last coarse tokens (not the whole sequence), so a step costs the same at
-second 1 and at minute 10.
+causal mel slice (halm.audio.codec_mel.ClosedLoopMel): the model always sees the mel of what it
+generated. The codec decoder streams (it keeps its layers' state and decodes only the new frame), so
+a step costs the same at second 1 and at minute 10.
 
 Legend: B batch, T steps, r mel frames per step, M mel bins, V vocab.
 """
@@ -47,37 +47,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         return logits.argmax(-1)
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
-
-
-# ---- the closed-loop mel of the hybrid -----------------------------------------------------------
-class ClosedLoopMel:
-    """Causal mel slice of the newest frame of a coarse-token sequence, via a codec decode of a short window.
-
-    `window` frames of history are decoded (the codec's convolutions and LSTM need some context to
-    settle); only the last slice is kept. tests/test_generate.py measures how close this is to the
-    slice of a full decode.
-    """
-
-    def __init__(self, codec, mel_cfg, window: int = 32):
-        if codec.hop_length != mel_cfg.hop_length or codec.sample_rate != mel_cfg.sample_rate:
-            raise ValueError(f"codec ({codec.sample_rate} Hz, hop {codec.hop_length}) does not match the mel settings "
-                             f"({mel_cfg.sample_rate} Hz, hop {mel_cfg.hop_length})")
-        self.codec, self.mel_cfg, self.window = codec, mel_cfg, window
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) coarse codes so far -> (B, r, M) mel slice of frame T-1."""
-        from halm.audio import causal_log_mel
-
-        codes = tokens[:, None, -self.window:].to(self.codec.device)  # (B, 1, w)
-        wav = self.codec.decode(codes)[:, 0].float().cpu()  # (B, w*H)
-        return causal_log_mel(wav, self.mel_cfg)[:, -1]  # (B, r, M)
-
-    def full(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Mel slices of a whole coarse-token sequence from one decode: (B, T) -> (B, T, r, M)."""
-        from halm.audio import causal_log_mel
-
-        wav = self.codec.decode(tokens[:, None].to(self.codec.device))[:, 0].float().cpu()
-        return causal_log_mel(wav, self.mel_cfg)[:, : tokens.shape[1]]
 
 
 # ---- the sampling loop -------------------------------------------------------------------------
@@ -133,10 +102,11 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
 
 def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
                           codec=None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                          use_cache: bool = True, window: int = 32, progress: bool = False) -> dict:
+                          use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
     """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens."""
     from halm.audio import MelConfig, causal_log_mel, resample
     from halm.audio.codec import Codec, CodecError
+    from halm.audio.codec_mel import ClosedLoopMel
 
     info = run_config["data"]["codec"]
     if codec is None:

@@ -76,7 +76,10 @@ def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | 
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if curves:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no validation points (empty dev split?)", ha="center", transform=ax.transAxes)
     return _save(plt, fig, path)
 
 

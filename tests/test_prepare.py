@@ -131,3 +131,17 @@ def test_parallel_workers_give_the_same_dataset(tmp_path, corpus, codec_dir):
     prepare(str(corpus), tmp_path / "one", cfg, workers=1, progress=False)
     prepare(str(corpus), tmp_path / "two", cfg, workers=2, progress=False)
     assert digest(tmp_path / "one") == digest(tmp_path / "two")
+
+
+def test_mel_source_codec_stores_the_closed_loop_mel(tmp_path, corpus, codec_dir):
+    from halm.audio.codec_mel import ClosedLoopMel
+
+    prepare(str(corpus), tmp_path / "audio_mel", PrepareConfig(codec=str(codec_dir)), progress=False)
+    prepare(str(corpus), tmp_path / "codec_mel", PrepareConfig(codec=str(codec_dir), mel_source="codec"), progress=False)
+    assert json.loads((tmp_path / "codec_mel" / "index.json").read_text())["mel_source"] == "codec"
+    closed = ClosedLoopMel(Codec.load(codec_dir), MelConfig())
+    for a, c in zip(open_dataset(tmp_path / "audio_mel"), open_dataset(tmp_path / "codec_mel")):
+        assert np.array_equal(a.codes, c.codes)
+        expected = closed.full(torch.from_numpy(c.codes[:1].astype(np.int64)))[0].numpy()
+        np.testing.assert_allclose(c.mel.astype(np.float32), expected, atol=2e-3)  # float16 storage
+        assert np.abs(c.mel.astype(np.float32) - a.mel.astype(np.float32)).mean() > 0.05

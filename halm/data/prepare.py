@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from halm.audio.codec import DEFAULT_CODEC, Codec
+from halm.audio.codec_mel import ClosedLoopMel
 from halm.audio.io import AudioError, load_audio
 from halm.audio.mel import MelConfig, causal_log_mel
 
@@ -131,11 +132,10 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
             batch[b, 0, : len(loaded[j][1])] = torch.from_numpy(loaded[j][1])
         codes = codec.encode(batch, sr).cpu()  # (B, K, T)
         if cfg.mel_source == "codec":
-            # the coarse-only decoding: what the hybrid sees when it generates (it samples codebook 0 only)
-            audio_for_mel = codec.decode(codes[:, :1]).cpu()[:, 0]
+            # the causal mel of the coarse-only decoding: what the hybrid sees when it generates
+            mel = ClosedLoopMel(codec, mel_cfg).full(codes[:, 0])  # (B, T, r, M)
         else:
-            audio_for_mel = batch[:, 0]
-        mel = causal_log_mel(audio_for_mel, mel_cfg)  # (B, T, r, M)
+            mel = causal_log_mel(batch[:, 0], mel_cfg)  # (B, T, r, M)
         for b, j in enumerate(group):
             codes_out[j] = codes[b, :, : frames[b]].numpy().astype(np.uint16)
             mels_out[j] = mel[b, : frames[b]].numpy().astype(np.float16)

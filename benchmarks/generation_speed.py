@@ -1,0 +1,81 @@
+"""Generation speed of gpt-s and whisper-gpt: tokens/s and real-time factor, with and without the KV cache.
+
+The hybrid runs in closed loop with the shipped codec: each new token is decoded (streaming decoder)
+and its causal mel slice fed back; also shown with the window-decode fallback (decode the last 8
+frames every step), which is what a non-causal codec would need. Weights are random: speed does not
+depend on them. Real time = 75 tokens/s (24 kHz, hop 320).
+
+    python benchmarks/generation_speed.py [--tokens 500] [--prompt 50] [--threads 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+
+def bench(model, prompt, n_new, mel=None, mel_fn=None, use_cache=True) -> float:
+    from halm.generate import generate
+
+    t0 = time.perf_counter()
+    generate(model, prompt, n_new, mel=mel, mel_fn=mel_fn, use_cache=use_cache, seed=0, top_k=250)
+    return n_new / (time.perf_counter() - t0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=500, help="tokens to generate (default 500, within the context)")
+    p.add_argument("--prompt", type=int, default=12, help="prompt tokens (default 12)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from halm.audio import MelConfig
+    from halm.audio.codec import Codec
+    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.models import build_model, preset_config
+
+    torch.manual_seed(0)
+    codec = Codec.load("halm-small")
+    fr = codec.frame_rate
+    prompt = torch.randint(0, 1024, (1, args.prompt))
+    rows = []
+    for preset in ("gpt-s", "whisper-gpt"):
+        model = build_model(*preset_config(preset)).eval()
+        assert args.prompt + args.tokens <= model.cfg.context, "stay within the context for a fair no-cache run"
+        kinds = [("kv cache", True, None), ("no cache", False, None)]
+        if model.uses_mel:
+            kinds = [("kv cache + streaming codec mel", True, "stream"), ("no cache + streaming codec mel", False, "stream"),
+                     ("kv cache + window-decode mel (fallback)", True, "window")]
+        for label, cache, mode in kinds:
+            mel = mel_fn = None
+            if mode:
+                mel_fn = ClosedLoopMel(codec, MelConfig(), streaming=mode == "stream")
+                mel = mel_fn.full(prompt)
+            rate = bench(model, prompt, args.tokens, mel, mel_fn, cache)
+            rows.append({"preset": preset, "mode": label, "tokens_per_s": round(rate, 1), "realtime_factor": round(rate / fr, 2)})
+    for preset in ("gpt-s", "whisper-gpt"):
+        r = {x["mode"]: x["tokens_per_s"] for x in rows if x["preset"] == preset}
+        cached = next(v for k, v in r.items() if k.startswith("kv cache"))
+        uncached = next(v for k, v in r.items() if k.startswith("no cache"))
+        rows.append({"preset": preset, "mode": "speed-up of the KV cache", "ratio": round(cached / uncached, 2)})
+    meta = {"tokens": args.tokens, "prompt": args.prompt, "threads": args.threads, "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine()}
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}))
+        return
+    print(f"generation of {args.tokens} tokens after a {args.prompt}-token prompt, {args.threads} threads, torch "
+          f"{torch.__version__}\n\n| model | mode | tokens/s | x real time |\n|---|---|---|---|")
+    for r in rows:
+        if "ratio" in r:
+            print(f"| {r['preset']} | {r['mode']} | {r['ratio']}x | |")
+        else:
+            print(f"| {r['preset']} | {r['mode']} | {r['tokens_per_s']} | {r['realtime_factor']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The closed-loop mel: causal (no slice sees a later token), and the window decode matches a full one."""
+
+import numpy as np
+import pytest
+import torch
+
+from halm.audio import MelConfig
+from halm.audio.codec import Codec
+from halm.audio.codec_mel import ClosedLoopMel
+
+
+@pytest.fixture(scope="module")
+def codec_and_tokens():
+    codec = Codec.load("halm-small")
+    wav = torch.from_numpy(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    return codec, codec.encode(wav[None, None], 24000)[:, 0]  # (1, 75) coarse tokens
+
+
+def test_no_slice_of_the_codec_mel_sees_a_later_token(codec_and_tokens):
+    codec, tokens = codec_and_tokens
+    closed = ClosedLoopMel(codec, MelConfig())
+    full = closed.full(tokens)
+    for t in [*range(0, 12), 30, 73]:
+        changed = tokens.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 7) % 1024
+        torch.testing.assert_close(closed.full(changed)[:, : t + 1], full[:, : t + 1], atol=1e-6, rtol=0)
+
+
+def test_streaming_closed_loop_equals_the_full_decode(codec_and_tokens):
+    """Step by step (a prompt of 20 frames, then one token per call) = full(); the window fallback is close."""
+    codec, tokens = codec_and_tokens
+    closed = ClosedLoopMel(codec, MelConfig())
+    assert closed.streaming
+    full = closed.full(tokens)  # (1, 75, 2, 80)
+    steps = torch.stack([closed(tokens[:, : t + 1]) for t in range(20, 75)], dim=1)
+    torch.testing.assert_close(steps, full[:, 20:], atol=1e-4, rtol=0)
+    torch.testing.assert_close(closed(tokens[:, :41]), full[:, 40], atol=1e-4, rtol=0)  # a jump restarts the stream
+    window = ClosedLoopMel(codec, MelConfig(), window=8, streaming=False)
+    for t in (8, 40, 74):
+        err = (window(tokens[:, : t + 1]) - full[:, t]).abs().mean().item()
+        assert err < 0.01 * full.std().item(), (t, err)
+
+
+def test_streaming_decoder_equals_a_full_decode(codec_and_tokens):
+    from halm.audio.streaming import StreamingDecoder
+
+    codec, tokens = codec_and_tokens
+    full = codec.decode(tokens[:, None])[:, 0]
+    stream = StreamingDecoder(codec)
+    parts = [stream.decode(tokens[:, None, :10])] + [stream.decode(tokens[:, None, t:t + 1]) for t in range(10, 75)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-6, rtol=0)
