@@ -95,7 +95,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--context", type=int, default=512, help="context length (default 512, the presets' own)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--amp", default="bf16", help="bf16 or none (default bf16)")
+    p.add_argument("--amp", default="auto", help="auto, bf16 or none (default auto: bf16 only on bf16 hardware)")
     p.add_argument("--tables", action="store_true", help="only print the tables of every dataset under --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args()

@@ -78,3 +78,27 @@ def test_quick_demo_end_to_end(tmp_path):
     for c in summary["corpora"].values():
         assert c["clips"] >= 1 and c["codec_frames"] > 0
     assert (tmp_path / "d" / "front_end.png").stat().st_size > 20_000
+    lm = summary["lm"]
+    assert set(lm["continuations"]) == {"GPT-S", "GPT-L", "Whisper-GPT"} and lm["tokens_per_model"] > 0
+    report = (tmp_path / "d" / "lm" / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in ("GPT-S", "GPT-L", "Whisper-GPT"))
+    for name in ("GPT-S", "GPT-L", "Whisper-GPT"):
+        assert (tmp_path / "d" / "lm" / "continuations" / f"{name}.wav").stat().st_size > 10_000
+    assert (tmp_path / "d" / "lm" / "curves.png").stat().st_size > 10_000
+
+
+def test_presets_lists_paper_sizes(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = {r["preset"]: r for r in json.loads(capsys.readouterr().out)["presets"]}
+    assert {"gpt-s", "gpt-l", "whisper-gpt", "tiny-gpt"} <= set(rows)
+    assert rows["gpt-s"]["family"] == "gpt" and rows["whisper-gpt"]["family"] == "whisper_gpt"
+    assert abs(rows["gpt-l"]["params"] / rows["gpt-s"]["params"] - 10.8) < 0.5
+
+
+def test_train_with_a_bad_setting_is_one_readable_line(tmp_path, capsys, lm_data):
+    assert main(["train", "--preset", "tiny-gpt", "--data", str(lm_data), "--out", str(tmp_path / "r"),
+                 "--set", "n_layers=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown setting 'n_layers'" in err[0]
+    assert main(["eval", "--run", str(tmp_path / "nothing")]) == 2
+    assert "not a run made by `halm train`" in capsys.readouterr().err
