@@ -43,7 +43,7 @@ def main():
     ref = GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context, n_embd=cfg.d_model,
                                      n_layer=cfg.n_layer, n_head=cfg.n_head, activation_function="gelu_new",
                                      resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, tie_word_embeddings=False,
-                                     attn_implementation="sdpa"))
+                                     attn_implementation="sdpa", bos_token_id=None, eos_token_id=None))
     hybrid = build_model(*preset_config("whisper-gpt"))
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch, cfg.context + 1), generator=g)

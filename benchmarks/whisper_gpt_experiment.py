@@ -68,18 +68,18 @@ def table(results: dict, name: str) -> str:
     by_preset: dict[str, list[dict]] = {}
     for row in results["runs"].values():
         by_preset.setdefault(row["preset"], []).append(row)
-    lines = [f"| {name} | params | NLL | acc | PPL | NLL, closed-loop mel | seeds | train tokens |",
+    lines = [f"| {name} | params | NLL | acc (%) | PPL | NLL, closed-loop mel | seeds | train tokens |",
              "|---|---|---|---|---|---|---|---|"]
 
     def ms(values, fmt, scale=1.0):
-        v = np.asarray(values, dtype=float) * scale
-        return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0.0:{fmt}}"
+        v = np.asarray(values, dtype=float) * scale  # mean ± sample std over seeds; one seed: the value alone
+        return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v[0]:{fmt}}"
 
     for preset in [*[p for p in LABELS if p in by_preset], *[p for p in by_preset if p not in LABELS]]:
         rows = by_preset[preset]
         cl = ms([r["nll_codec_mel"] for r in rows], ".3f") if "nll_codec_mel" in rows[0] else "—"
         lines.append(f"| {LABELS.get(preset, preset)} | {rows[0]['params'] / 1e6:.2f}M | {ms([r['nll'] for r in rows], '.3f')} | "
-                     f"{ms([r['accuracy'] for r in rows], '.2f', 100)}% | {ms([r['ppl'] for r in rows], '.2f')} | {cl} | "
+                     f"{ms([r['accuracy'] for r in rows], '.2f', 100)} | {ms([r['ppl'] for r in rows], '.2f')} | {cl} | "
                      f"{len(rows)} | {rows[0]['train_tokens']} |")
     return "\n".join(lines)
 

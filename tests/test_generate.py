@@ -97,3 +97,16 @@ def test_halm_generate_cli_writes_wav_png_and_is_deterministic(tmp_path, lm_data
         assert r["prompt_tokens"] == 75 and r["new_tokens"] == 38 and (tmp_path / f"{name}.png").stat().st_size > 0
         outs.append(sf.read(tmp_path / f"{name}.wav")[0])
     assert len(outs[0]) == 113 * 320 and np.array_equal(outs[0], outs[1])
+
+
+def test_public_load_and_generate(tmp_path, lm_data):
+    import halm
+    from halm.train import train
+
+    train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, progress=False,
+          overrides=["threads=1", "batch_size=4", "eval_every=1000", "eval_tokens=100"])
+    model = halm.load(tmp_path / "run")
+    assert model.run_config["preset"] == "tiny-gpt" and not model.training
+    prompt = torch.randint(0, 1024, (1, 5))
+    out = model.generate(prompt, 10, seed=1, top_k=20)
+    assert out.shape == (1, 15) and torch.equal(out, model.generate(prompt, 10, seed=1, top_k=20))
