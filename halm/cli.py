@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames-per-token", type=int, default=2, help="r: mel frames per codec frame (default 2)")
     s.add_argument("--n-mels", type=int, default=80, help="mel bins (default 80)")
     s.add_argument("--mel-source", choices=["audio", "codec"], default="audio",
-                   help="mel of the real audio (default) or of the codec's reconstruction (what generation shows)")
+                   help="mel of the real audio (default) or the causal mel of the codec's coarse-only decoding (what the hybrid sees when it generates)")
     s.add_argument("--shard-size", type=int, default=128, help="items per shard, the unit of resumption (default 128)")
     s.add_argument("--test-share", type=float, default=0.05, help="hash-split share for test when the source has no split")
     s.add_argument("--dev-share", type=float, default=0.05, help="hash-split share for dev when the source has no split")
