@@ -211,34 +211,80 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
+def _write_generation(audio, sr, out, png, frame_rate, prompt_seconds, title):
     import numpy as np
+    import torch
 
-    from halm.audio import load_audio, save_audio
+    from halm.audio import save_audio
     from halm.audio.codec_eval import log_mel
-    from halm.generate import generate_continuation
     from halm.plots import plot_generation
+
+    out = save_audio(out, audio, sr)
+    png = png or str(out.with_suffix(".png"))
+    plot_generation(log_mel(torch.from_numpy(np.ascontiguousarray(audio)), sr).T.numpy(), sr / 256, prompt_seconds,
+                    png, title=title)
+    return str(out), png
+
+
+def cmd_generate(args) -> int:
+    from pathlib import Path
+
+    from halm.audio import load_audio
     from halm.train import load_run
 
     model, rc = load_run(args.run, weights=args.weights)
-    wav, sr = load_audio(args.prompt)
-    if args.prompt_seconds:
-        wav = wav[:, : int(args.prompt_seconds * sr)]
-    r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache, progress=not args.json)
-    out = save_audio(args.out, r["audio"], r["sample_rate"])
-    png = args.png or str(out.with_suffix(".png"))
-    import torch
+    wav = sr = None
+    if args.prompt:
+        wav, sr = load_audio(args.prompt)
+        if args.prompt_seconds:
+            wav = wav[:, : int(args.prompt_seconds * sr)]
+    if rc["family"] != "t2a":
+        from halm.generate import generate_continuation
 
-    plot_generation(log_mel(torch.from_numpy(np.ascontiguousarray(r["audio"])), r["sample_rate"]).T.numpy(),
-                    r["sample_rate"] / 256, r["prompt_tokens"] / float(rc["data"]["frame_rate"]), png,
-                    title=f"{rc['preset']} continuation of {args.prompt} (seed {args.seed}, T={args.temperature})")
-    result = {"out": str(out), "png": png, "prompt_tokens": r["prompt_tokens"], "new_tokens": r["new_tokens"],
-              "seconds_generated": r["seconds_generated"], "tokens_per_s": round(r["tokens_per_s"], 1),
-              "realtime_factor": round(r["realtime_factor"], 2), "seed": args.seed}
+        if wav is None or args.text or args.captions:
+            raise ValueError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
+        r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature,
+                                  top_k=args.top_k if args.top_k is not None else 0, top_p=args.top_p, seed=args.seed,
+                                  use_cache=not args.no_cache, progress=not args.json)
+        out, png = _write_generation(r["audio"], r["sample_rate"], args.out, args.png,
+                                     float(rc["data"]["frame_rate"]), r["prompt_tokens"] / float(rc["data"]["frame_rate"]),
+                                     f"{rc['preset']} continuation of {args.prompt} (seed {args.seed}, T={args.temperature})")
+        result = {"out": out, "png": png, "prompt_tokens": r["prompt_tokens"], "new_tokens": r["new_tokens"],
+                  "seconds_generated": r["seconds_generated"], "tokens_per_s": round(r["tokens_per_s"], 1),
+                  "realtime_factor": round(r["realtime_factor"], 2), "seed": args.seed}
+        print(json.dumps(result) if args.json else
+              f"wrote {out} ({r['prompt_tokens']} prompt + {r['new_tokens']} new coarse tokens, "
+              f"{r['tokens_per_s']:.0f} tokens/s = {r['realtime_factor']:.1f}x real time) and {png}")
+        return 0
+
+    from halm.generate import text_to_audio
+
+    if args.captions:
+        captions = [line.strip() for line in Path(args.captions).read_text().splitlines() if line.strip()]
+    elif args.text:
+        captions = [args.text]
+    else:
+        raise ValueError("a text-to-audio run needs --text \"a caption\" or --captions FILE (one caption per line)")
+    if not captions:
+        raise ValueError(f"{args.captions}: no captions")
+    captions = [c for c in captions for _ in range(args.n)]
+    r = text_to_audio(model, rc, captions, args.seconds, cfg_coef=args.cfg, temperature=args.temperature,
+                      top_k=args.top_k if args.top_k is not None else 250, top_p=args.top_p, seed=args.seed,
+                      prompt_wav=wav, prompt_sr=sr, use_cache=not args.no_cache, progress=not args.json)
+    frame_rate = float(rc["data"]["frame_rate"])
+    outs = []
+    for i, caption in enumerate(captions):
+        out = args.out if len(captions) == 1 else str(Path(args.out).with_name(f"{Path(args.out).stem}_{i:03d}.wav"))
+        png = args.png if len(captions) == 1 else None
+        o, p = _write_generation(r["audio"][i], r["sample_rate"], out, png, frame_rate, r["prompt_frames"] / frame_rate,
+                                 f"{rc['preset']}: \"{caption}\" (cfg {args.cfg}, seed {args.seed})")
+        outs.append({"caption": caption, "out": o, "png": p})
+    result = {"samples": outs, "seconds_generated": r["seconds_generated"], "steps": r["steps"],
+              "frames_per_s": round(r["frames_per_s"], 1), "realtime_factor": round(r["realtime_factor"], 2),
+              "cfg": args.cfg, "seed": args.seed}
     print(json.dumps(result) if args.json else
-          f"wrote {out} ({r['prompt_tokens']} prompt + {r['new_tokens']} new coarse tokens, "
-          f"{r['tokens_per_s']:.0f} tokens/s = {r['realtime_factor']:.1f}x real time) and {png}")
+          "\n".join(f"wrote {o['out']} and {o['png']}  ({o['caption']})" for o in outs)
+          + f"\n{len(outs)} x {r['seconds_generated']:.1f} s at {r['realtime_factor']:.2f}x real time")
     return 0
 
 
@@ -380,17 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("generate", help="continue an audio prompt with a trained model",
-                       description="Encode the prompt with the run's codec, sample coarse tokens (the hybrid in closed "
-                       "loop: each new token is decoded and its causal mel fed back), decode them to a WAV and a PNG.")
+    s = sub.add_parser("generate", help="continue an audio prompt, or make audio from text (t2a runs)",
+                       description="gpt / whisper_gpt runs: encode --prompt with the run's codec, sample coarse tokens "
+                       "(the hybrid in closed loop: each new token is decoded and its causal mel fed back), decode them. "
+                       "t2a runs: sample all codebooks for --text or each line of --captions with classifier-free "
+                       "guidance (optionally continuing --prompt). Writes a WAV and a spectrogram PNG per sample.")
     s.add_argument("--run", required=True, help="a run folder made by `halm train`")
-    s.add_argument("--prompt", required=True, help="prompt audio file")
+    s.add_argument("--prompt", help="prompt audio file (required for gpt / whisper_gpt runs; optional for t2a)")
+    s.add_argument("--text", help="t2a: the caption, e.g. \"a slow piano piece in A minor\"")
+    s.add_argument("--captions", help="t2a: a text file with one caption per line (a batch)")
+    s.add_argument("--n", type=int, default=1, help="t2a: samples per caption (default 1); several samples are "
+                   "written as OUT_000.wav, OUT_001.wav, ...")
+    s.add_argument("--cfg", type=float, default=3.0, help="t2a: classifier-free guidance coefficient; 1 = the "
+                   "conditional model alone (default 3.0)")
     s.add_argument("--prompt-seconds", type=float, help="use only the first S seconds of the prompt")
     s.add_argument("--seconds", type=float, default=4.0, help="seconds to generate after the prompt (default 4)")
-    s.add_argument("--out", required=True, help="output WAV (prompt + continuation, decoded from coarse tokens)")
+    s.add_argument("--out", required=True, help="output WAV (prompt + continuation; gpt / whisper_gpt decode the "
+                   "coarse tokens only, t2a all its codebooks)")
     s.add_argument("--png", help="spectrogram PNG (default: next to the WAV)")
     s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
-    s.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = all)")
+    s.add_argument("--top-k", type=int, help="keep the k most likely tokens (0 = all; default: 0, t2a runs 250)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same output (default 0)")
     s.add_argument("--weights", choices=["auto", "model", "ema"], default="auto", help="which weights (default auto)")

@@ -136,3 +136,171 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
             "sample_rate": codec.sample_rate, "seconds_generated": n_new / codec.frame_rate,
             "tokens_per_s": n_new / dt if dt > 0 else float("inf"),
             "realtime_factor": (n_new / codec.frame_rate) / dt if dt > 0 else float("inf")}
+
+
+# ---- text-to-audio: CFG, codebook patterns ----------------------------------------------------
+def guided_logits(model, inputs: torch.Tensor, cond: tuple, null: tuple | None, coef: float, mel=None,
+                  cache=None) -> torch.Tensor:
+    """Logits of the t2a LM under classifier-free guidance: uncond + coef * (cond - uncond).
+
+    inputs (B, K, s) pattern steps; cond = (ctx (B, L, D), mask); null = the null condition, or None for
+    the conditional logits alone. Cond and uncond rows go through one batched forward (2B rows; the
+    cache, if any, holds 2B rows). Returns (B, K, s, V).
+    """
+    if null is None:
+        return model(inputs, cond[0], cond[1], mel, cache)
+    B = inputs.shape[0]
+    L = max(cond[0].shape[1], null[0].shape[1])
+
+    def pad(ctx, mask):
+        extra = L - ctx.shape[1]
+        return (torch.nn.functional.pad(ctx, (0, 0, 0, extra)), torch.nn.functional.pad(mask, (0, extra)))
+
+    (c, cm), (u, um) = pad(*cond), pad(*null)
+    both = model(inputs.repeat(2, 1, 1), torch.cat([c, u]), torch.cat([cm, um]),
+                 mel.repeat(2, 1, 1, 1) if mel is not None else None, cache)
+    cond_l, uncond_l = both[:B], both[B:]
+    return uncond_l + coef * (cond_l - uncond_l)
+
+
+@torch.no_grad()
+def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frames: int, cfg_coef: float = 3.0,
+                 temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0, seed: int = 0,
+                 prompt: torch.Tensor | None = None, mel_fn=None, prompt_mel: torch.Tensor | None = None,
+                 use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+    """Sample n_frames frames of K codebooks from a t2a LM; returns codes (B, K, n_frames).
+
+    text_emb (B, L, Dt) + text_mask: the frozen encoder's output for the captions (halm.models.text).
+    cfg_coef: guidance; 1.0 = the conditional model alone (the uncond half is then skipped: same result).
+    prompt (B, K, T0): codes of an audio prompt to continue (teacher-forced; T0 < n_frames).
+    mel_fn / prompt_mel: for `mel=True` models, the closed-loop mel of the generated coarse tokens
+    (halm.audio.codec_mel.ClosedLoopMel) and the prompt's per-frame mel (B, T0, r, M).
+    Steps follow the model's codebook pattern; at step s the sampled token of codebook k is kept only
+    where the pattern has a position. Past the context, the window slides (cache refilled with the
+    last context/2 steps). Deterministic for a seed.
+    """
+    from halm.models import patterns
+
+    model.eval()
+    cfg = model.cfg
+    device = next(model.parameters()).device
+    B, K, C, special = text_emb.shape[0], cfg.n_q, cfg.context, model.special
+    table = patterns.frame_table(cfg.pattern, K, n_frames).to(device)  # (K, S)
+    S = table.shape[1]
+    valid = table >= 0
+    known = torch.zeros(K, S, dtype=torch.bool, device=device)
+    seq = torch.full((B, K, S), special, dtype=torch.long, device=device)
+    T0 = 0
+    if prompt is not None:
+        T0 = prompt.shape[2]
+        if not 0 < T0 < n_frames:
+            raise ValueError(f"the prompt has {T0} frames; it must be shorter than the {n_frames} to generate")
+        p_seq, p_valid = patterns.build(prompt.to(device)[:, :K], cfg.pattern, special)
+        known[:, : p_seq.shape[2]] = p_valid[0] & valid[:, : p_seq.shape[2]]
+        seq[:, :, : p_seq.shape[2]] = torch.where(known[:, : p_seq.shape[2]], p_seq, special)
+    inputs = torch.cat([torch.full_like(seq[:, :, :1], special), seq[:, :, :-1]], dim=2)  # (B, K, S), filled as we go
+
+    if model.uses_mel:
+        if mel_fn is None:
+            raise ValueError("this t2a model has the mel path: pass mel_fn (ClosedLoopMel of the run's codec)")
+        r, M = cfg.frames_per_token, cfg.n_mels
+        frame_mel = torch.zeros(B, n_frames, r, M, device=device)
+        if prompt_mel is not None:
+            frame_mel[:, :T0] = prompt_mel.to(device)[:, :T0]
+        mel_frame = patterns.mel_frame_of_step(cfg.pattern, K, n_frames).to(device)  # (S,)
+        have = T0 if prompt_mel is not None else 0  # frames of frame_mel filled
+
+        def mel_for(a: int, b: int):
+            nonlocal have
+            need = int(mel_frame[b - 1])
+            while have <= need:  # codebook 0 of frames <= need is known by step b-1 (the pattern guarantees it)
+                coarse = revert_coarse(seq, have + 1)
+                frame_mel[:, have] = mel_fn(coarse).to(device)
+                have += 1
+            f = mel_frame[a:b]
+            return frame_mel[:, f.clamp(min=0)] * (f >= 0).float()[None, :, None, None]
+
+    def revert_coarse(sq, n):  # codebook 0 of frames 0..n-1 -> (B, n)
+        steps = (table[0] >= 0) & (table[0] < n)
+        return sq[:, 0][:, steps]
+
+    enc = model.condition(text_emb.to(device), text_mask.to(device))
+    null = model.null_condition(B, device) if cfg_coef != 1.0 else None
+    rows = B if null is None else 2 * B
+    cache = model.new_cache(rows, C, device=device) if use_cache else None
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def run(a: int, b: int, cache_):  # logits (B, K, V) of step b-1 after feeding inputs a..b-1
+        mel = mel_for(a, b) if model.uses_mel else None
+        return guided_logits(model, inputs[:, :, a:b], enc, null, cfg_coef, mel, cache_)[:, :, -1]
+
+    s0 = int((valid & ~known).any(0).float().argmax())  # the first step with a token to sample
+    logits = run(max(0, s0 + 1 - C), s0 + 1, cache)
+    for s in tqdm(range(s0, S), desc="generate", disable=not progress, dynamic_ncols=True):
+        tok = sample_next(logits.reshape(B * K, -1), temperature, top_k, top_p, gen).view(B, K)
+        fill = valid[:, s] & ~known[:, s]
+        seq[:, :, s] = torch.where(fill[None], tok, seq[:, :, s])
+        if s + 1 == S:
+            break
+        inputs[:, :, s + 1] = seq[:, :, s]
+        n = s + 2  # steps to feed so that the last one predicts step s+1
+        if not use_cache:
+            logits = run(max(0, n - C), n, None)
+        elif cache.pos < C:
+            logits = run(n - 1, n, cache)
+        else:  # context full: slide to the last C/2 steps (the text keys/values stay cached)
+            cache.reset()
+            logits = run(n - C // 2, n, cache)
+    return patterns.revert(seq, cfg.pattern, n_frames)
+
+
+def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, cfg_coef: float = 3.0,
+                  temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0, seed: int = 0,
+                  prompt_wav: np.ndarray | None = None, prompt_sr: int | None = None, codec=None, encoder=None,
+                  use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
+    """Captions -> audio with a t2a run: encode the text, sample with CFG, decode all K codebooks.
+
+    With prompt_wav, each caption's audio continues the prompt (its codes are teacher-forced).
+    Returns codes (B, K, T), audio (B, N) float32, sample_rate, and the speed figures.
+    """
+    from halm.audio import MelConfig, causal_log_mel, resample
+    from halm.audio.codec import Codec, CodecError
+    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.models.text import TextEncoder
+
+    info = run_config["data"]["codec"]
+    if codec is None:
+        codec = Codec.load(info["name"])
+    if codec.info().weights_sha256 != info["weights_sha256"]:
+        raise CodecError(f"codec {codec.name} is not the one the run was trained with ({info['name']}, "
+                         f"weights {info['weights_sha256']})")
+    device = next(model.parameters()).device
+    if encoder is None:
+        encoder = TextEncoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens)
+    emb, mask = encoder.encode(list(captions))
+    B = len(captions)
+    n_frames = int(round(seconds * codec.frame_rate))
+    prompt, prompt_mel, closed = None, None, None
+    if model.uses_mel:
+        mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
+        closed = ClosedLoopMel(codec, mel_cfg, window)
+    if prompt_wav is not None:
+        wav = resample(np.asarray(prompt_wav, dtype=np.float32), prompt_sr, codec.sample_rate)
+        wav = wav.mean(0, keepdims=True) if wav.ndim == 2 else wav[None]  # (1, N) mono
+        codes = codec.encode(torch.from_numpy(wav)[None], codec.sample_rate)[:, : model.cfg.n_q].cpu()  # (1, K, T0)
+        prompt = codes.expand(B, -1, -1)
+        n_frames = prompt.shape[2] + n_frames
+        if model.uses_mel and run_config["data"].get("mel_source") != "codec":
+            prompt_mel = causal_log_mel(torch.from_numpy(wav[0]), mel_cfg)[None, : prompt.shape[2]].expand(B, -1, -1, -1)
+    t0 = time.perf_counter()
+    codes = generate_t2a(model, emb, mask, n_frames, cfg_coef=cfg_coef, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, prompt=prompt, mel_fn=closed, prompt_mel=prompt_mel,
+                         use_cache=use_cache, progress=progress)
+    dt = time.perf_counter() - t0
+    audio = codec.decode(codes.to(codec.device))[:, 0].float().cpu().numpy()  # (B, N)
+    new = n_frames - (prompt.shape[2] if prompt is not None else 0)
+    steps = codes.shape[2]
+    return {"codes": codes.cpu(), "audio": audio, "sample_rate": codec.sample_rate, "frames": n_frames,
+            "prompt_frames": n_frames - new, "seconds_generated": new / codec.frame_rate,
+            "frames_per_s": B * new / dt if dt > 0 else float("inf"), "steps": steps,
+            "realtime_factor": (B * new / codec.frame_rate) / dt if dt > 0 else float("inf")}

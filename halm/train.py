@@ -3,11 +3,15 @@
     halm train --preset P --data DATA --out RUN [--steps N] [--set key=value ...]
     torchrun --nproc_per_node N -m halm train ...        (DDP; rank 0 alone writes)
 
-Data: random crops of context+1 steps from the train split, read from the memory-mapped dataset.
-Crops are taken from the concatenation of the split's items (a crop may cross from one clip into
-the next, as in text LM pre-training; evaluation never crosses, see halm.metrics.lm).
-The crop positions of a step are drawn for the *global* batch from one generator seeded by
-`seed`, and rank i takes its slice, so N processes see exactly the batch one process would.
+Data: random crops from the train split, read from the memory-mapped dataset.
+- gpt / whisper_gpt: crops of context+1 coarse tokens from the concatenation of the split's items (a
+  crop may cross from one clip into the next, as in text LM pre-training; evaluation never crosses,
+  see halm.metrics.lm).
+- t2a: crops of the model's frames (K codebooks) inside one item, with that item's caption; items are
+  drawn in proportion to their length; shorter items are padded and their padding is never a target.
+  The CFG decision (null condition or not) is drawn with the crops.
+The crops of a step are drawn for the *global* batch from one generator seeded by `seed`, and rank i
+takes its slice, so N processes see exactly the batch one process would.
 
 Run directory:
     config.json             family, model config, train config, the dataset's codec and mel settings
@@ -125,6 +129,64 @@ class CropSampler:
                 got, off, i = got + n, 0, i + 1
             ids.append(row_ids)
         batch = {"tokens": torch.from_numpy(tokens), "ids": ids}
+        if mel is not None:
+            batch["mel"] = torch.from_numpy(mel)
+        return batch
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, s: str):
+        self.rng.bit_generator.state = json.loads(s)
+
+
+class ItemCropSampler:
+    """Crops of `frames` frames (n_q codebooks) inside one item, with its caption (text-conditioned LMs).
+
+    draw(n) -> (n, 3) int64 rows [item, start, drop]; read(rows) -> codes (b, K, frames) int64, lengths (b,),
+    text_emb (b, L, Dt), text_mask (b, L), drop (b,) bool, [mel (b, frames, r, M)], ids.
+    """
+
+    def __init__(self, dataset, frames: int, n_q: int, seed: int, with_mel: bool, captions, cfg_dropout: float,
+                 cfg_mode: str):
+        self.ds, self.length, self.n_q, self.with_mel = dataset, frames, n_q, with_mel
+        self.captions, self.cfg_dropout, self.cfg_mode = captions, cfg_dropout, cfg_mode
+        self.frames = dataset.frames
+        missing = [dataset[i].id for i in range(len(dataset)) if not (dataset[i].text or "").strip()]
+        if missing:
+            raise ValueError(f"{len(missing)} train items have no caption (e.g. {missing[:3]}); a text-to-audio "
+                             "model needs text for every item (prepare with --require-text to skip the others)")
+        self.p = self.frames / self.frames.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, n: int) -> np.ndarray:
+        items = self.rng.choice(len(self.frames), size=n, p=self.p)
+        starts = self.rng.integers(0, np.maximum(self.frames[items] - self.length, 0) + 1)
+        if self.cfg_mode == "batch":
+            drop = np.full(n, self.rng.random() < self.cfg_dropout)
+        else:
+            drop = self.rng.random(n) < self.cfg_dropout
+        return np.stack([items, starts, drop.astype(np.int64)], axis=1)
+
+    def read(self, rows) -> dict:
+        b = len(rows)
+        codes = np.zeros((b, self.n_q, self.length), dtype=np.int64)
+        lengths = np.zeros(b, dtype=np.int64)
+        mel, ids, texts = None, [], []
+        for j, (i, start, _) in enumerate(rows):
+            item = self.ds[int(i)]
+            n = min(self.length, item.codes.shape[1] - int(start))
+            codes[j, :, :n] = item.codes[: self.n_q, start:start + n]
+            lengths[j] = n
+            if self.with_mel:
+                if mel is None:
+                    mel = np.zeros((b, self.length) + item.mel.shape[1:], dtype=np.float32)
+                mel[j, :n] = item.mel[start:start + n]
+            ids.append([item.id])
+            texts.append(item.text)
+        text_emb, text_mask = self.captions.batch(texts)
+        batch = {"codes": torch.from_numpy(codes), "lengths": torch.from_numpy(lengths), "text_emb": text_emb,
+                 "text_mask": text_mask, "drop": torch.from_numpy(np.asarray(rows)[:, 2].astype(bool)), "ids": ids}
         if mel is not None:
             batch["mel"] = torch.from_numpy(mel)
         return batch
@@ -260,7 +322,7 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
           progress: bool = True) -> dict:
     """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields."""
     from halm.data import open_dataset
-    from halm.metrics.lm import evaluate_lm
+    from halm.metrics.lm import evaluate_lm, evaluate_t2a
     from halm.models import build_model, count_params, preset_config
 
     overrides = list(overrides or [])
@@ -285,7 +347,9 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         raise ValueError(f"{data}: the train split is empty")
     if mcfg.vocab_size < int(train_ds.codec["codebook_size"]):
         raise ValueError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
-    if getattr(mcfg, "n_mels", None) is not None:
+    if family == "t2a" and mcfg.n_q > train_ds.n_codebooks:
+        raise ValueError(f"the model wants {mcfg.n_q} codebooks; {data} has {train_ds.n_codebooks}")
+    if getattr(mcfg, "n_mels", None) is not None and getattr(mcfg, "mel", True):
         mel = train_ds.mel_config
         if (mcfg.n_mels, mcfg.frames_per_token) != (mel.n_mels, mel.frames_per_token):
             raise ValueError(f"model expects mel ({mcfg.frames_per_token} x {mcfg.n_mels}) but {data} has "
@@ -313,7 +377,18 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
     ema = copy.deepcopy(model).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
                                   fused=device.type == "cuda")
-    sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
+    captions = None
+    if family == "t2a":
+        from halm.models.text import CaptionCache, TextEncoder
+
+        encoder = TextEncoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens)
+        if encoder.dim != mcfg.text_dim:
+            raise ValueError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
+        captions = CaptionCache(encoder)
+        sampler = ItemCropSampler(train_ds, mcfg.frames, mcfg.n_q, tcfg.seed, model.uses_mel, captions,
+                                  mcfg.cfg_dropout, mcfg.cfg_mode)
+    else:
+        sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
     step, tokens_seen, elapsed_before = 0, 0, 0.0
 
     ck = checkpoint_dir(run)
@@ -361,15 +436,22 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         if len(dev_ds) == 0:
             return {}
         was_training = model.training
-        r = evaluate_lm(ema if ema is not None else model, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False)
+        net = ema if ema is not None else model
+        if family == "t2a":
+            r = evaluate_t2a(net, dev_ds, captions, max_tokens=tcfg.eval_tokens or None, uncond=True, progress=False)
+        else:
+            r = evaluate_lm(net, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False)
         model.train(was_training)
-        return {"val_nll": r["nll"], "val_acc": r["accuracy"], "val_ppl": r["ppl"]}
+        out = {"val_nll": r["nll"], "val_acc": r["accuracy"], "val_ppl": r["ppl"]}
+        if "nll_uncond" in r:
+            out["val_nll_uncond"] = r["nll_uncond"]
+        return out
 
     pbar = tqdm(total=tcfg.steps, initial=step, desc=f"train {preset}", disable=not progress or rank != 0,
                 dynamic_ncols=True)
     model.train()
     t_start, tokens_at_start = time.perf_counter(), tokens_seen
-    window_t, window_tokens, sums = time.perf_counter(), 0, {"loss": 0.0, "acc": 0.0, "n": 0}
+    window_t, window_tokens, sums, counts = time.perf_counter(), 0, {}, {}
     last_val = {}
     while step < tcfg.steps:
         lr = lr_at(step, tcfg)
@@ -378,6 +460,7 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         positions = sampler.draw(tcfg.batch_size)  # the global batch; this rank reads its slice
         mine = positions[rank * micro * tcfg.accum:(rank + 1) * micro * tcfg.accum]
         step_loss, step_acc, ids = torch.zeros((), device=device), torch.zeros((), device=device), []
+        step_extra: dict[str, float] = {}  # family-specific scalars (rank 0's under DDP), mean over micro-batches
         for a in range(tcfg.accum):
             batch = sampler.read(mine[a * micro:(a + 1) * micro])
             ids += batch["ids"]
@@ -388,6 +471,9 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
             (loss / tcfg.accum).backward()
             step_loss += loss.detach() / tcfg.accum
             step_acc += extra["acc"].detach() / tcfg.accum
+            for k, v in extra.items():
+                if k != "acc":
+                    step_extra.setdefault(k, []).append(float(v))
         if world > 1:
             stats = torch.stack([step_loss, step_acc])
             dist.all_reduce(stats)
@@ -407,19 +493,20 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         n_tok = tcfg.batch_size * mcfg.context
         tokens_seen += n_tok
         window_tokens += n_tok
-        sums["loss"] += step_loss.item()
-        sums["acc"] += step_acc.item()
-        sums["n"] += 1
+        for k, v in [("loss", step_loss.item()), ("acc", step_acc.item())] + [
+                (k, sum(v) / len(v)) for k, v in step_extra.items()]:
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             now = time.perf_counter()
             rate = window_tokens / max(now - window_t, 1e-9)
-            rec = {"step": step, "tokens": tokens_seen, "loss": round(sums["loss"] / sums["n"], 5),
-                   "acc": round(sums["acc"] / sums["n"], 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
-                   "tokens_per_s": round(rate, 1)}
+            means = {k: round(sums[k] / counts[k], 5) for k in sums}  # keys seen in the window (l_rr: CFG steps)
+            rec = {"step": step, "tokens": tokens_seen, "loss": means.pop("loss"), "acc": means.pop("acc"),
+                   "lr": lr, "grad_norm": round(float(grad_norm), 4), "tokens_per_s": round(rate, 1), **means}
             log(rec)
             pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rate:.0f}",
                              **({"val": f"{last_val['val_nll']:.3f}"} if last_val else {}))
-            window_t, window_tokens, sums = now, 0, {"loss": 0.0, "acc": 0.0, "n": 0}
+            window_t, window_tokens, sums, counts = now, 0, {}, {}
         if step % tcfg.eval_every == 0 or step == tcfg.steps:
             if rank == 0:
                 last_val = validate()

@@ -29,3 +29,11 @@ def lm_data(tmp_path_factory):
     from tests.helpers import tiny_lm_dataset
 
     return tiny_lm_dataset(tmp_path_factory.mktemp("lm"))
+
+
+@pytest.fixture(scope="session")
+def t2a_data(tmp_path_factory):
+    """A tokenized, captioned tiny sound-effects dataset shared by the text-to-audio tests."""
+    from tests.helpers import tiny_t2a_dataset
+
+    return tiny_t2a_dataset(tmp_path_factory.mktemp("t2a"))

@@ -40,3 +40,14 @@ def tiny_lm_dataset(root, minutes: float = 1.0, seed: int = 3):
     prepare(str(root / "speech"), root / "data", PrepareConfig(codec="halm-small", shard_size=8, test_share=0.2,
                                                                    dev_share=0.2), progress=False)
     return root / "data"
+
+
+def tiny_t2a_dataset(root, minutes: float = 0.6, seed: int = 5):
+    """A small captioned sound-effects corpus tokenized with the shipped codec: root/data."""
+    from halm.data.prepare import PrepareConfig, prepare
+    from halm.data.synth import synthesize
+
+    synthesize("sfx", root / "sfx", minutes, seed=seed, progress=False)
+    prepare(str(root / "sfx"), root / "data", PrepareConfig(codec="halm-small", shard_size=8, test_share=0.2,
+                                                                dev_share=0.2, require_text=True), progress=False)
+    return root / "data"

@@ -80,3 +80,75 @@ def evaluate_lm(model, dataset, max_tokens: int | None = None, batch_size: int =
     return {"nll": nll, "accuracy": correct / max(count, 1), "ppl": math.exp(nll), "tokens": count,
             "items": n_items, "seconds": seconds,
             "bits_per_second": nll_sum / math.log(2) / seconds if seconds else float("nan")}
+
+
+@torch.no_grad()
+def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_size: int = 8, uncond: bool = False,
+                 progress: bool = True) -> dict:
+    """Conditional NLL of a text-to-audio LM (`t2a`) on a split, with each item's caption.
+
+    Protocol: every item is cut into non-overlapping windows of the model's frames (the last one
+    shorter); each window is a fresh pattern sequence from the start token (no memory of the previous
+    window); every valid pattern position of every codebook is a target. NLL = mean over codebooks of
+    the codebook's mean CE (the training loss's reduction); `nll_k` lists them; accuracy likewise;
+    bits per second = the summed NLL of all codebooks' targets in bits / seconds of audio scored.
+    uncond=True also scores with the null condition (`nll_uncond`: how much the caption helps).
+    `captions` is a halm.models.text.CaptionCache.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    F_ = model.cfg.frames
+    K = model.cfg.n_q
+    windows, n_targets = [], 0
+    for i, T in enumerate(dataset.frames):
+        for j in range(0, int(T), F_):
+            windows.append((i, j))
+        n_targets += int(T) * K
+        if max_tokens and n_targets >= max_tokens:
+            break
+    n_items = windows[-1][0] + 1 if windows else 0
+    sums = {c: torch.zeros(K, dtype=torch.float64) for c in ("nll", "nll_uncond", "correct")}
+    counts = torch.zeros(K, dtype=torch.float64)
+    bar = tqdm(total=len(windows), desc="eval t2a", disable=not progress, dynamic_ncols=True)
+    for w0 in range(0, len(windows), batch_size):
+        chunk = windows[w0:w0 + batch_size]
+        codes = torch.zeros(len(chunk), K, F_, dtype=torch.long)
+        lengths = torch.zeros(len(chunk), dtype=torch.long)
+        mel, texts = None, []
+        for b, (i, j) in enumerate(chunk):
+            item = dataset[i]
+            n = min(F_, item.codes.shape[1] - j)
+            codes[b, :, :n] = torch.from_numpy(item.codes[:K, j:j + n].astype(np.int64))
+            lengths[b] = n
+            texts.append(item.text)
+            if model.uses_mel:
+                if mel is None:
+                    mel = torch.zeros((len(chunk), F_) + tuple(item.mel.shape[1:]))
+                mel[b, :n] = torch.from_numpy(np.asarray(item.mel[j:j + n], dtype=np.float32))
+        inputs, targets, _ = model.pattern_inputs(codes.to(device), lengths.to(device))
+        step_mel = model.step_mel(mel.to(device), F_) if mel is not None else None
+        emb, mask = captions.batch(texts)
+        conds = [("nll", *model.condition(emb.to(device), mask.to(device)))]
+        if uncond:
+            conds.append(("nll_uncond", *model.null_condition(len(chunk), device)))
+        for key, ctx, ctx_mask in conds:
+            logits = model(inputs, ctx, ctx_mask, step_mel).float()  # (B, K, S, V)
+            ce = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, ignore_index=-100, reduction="none")  # (B, K, S)
+            valid = targets != -100
+            sums[key] += ce.sum((0, 2)).double().cpu()
+            if key == "nll":
+                sums["correct"] += ((logits.argmax(-1) == targets) & valid).sum((0, 2)).double().cpu()
+                counts += valid.sum((0, 2)).double().cpu()
+        bar.update(len(chunk))
+    bar.close()
+    model.train(was_training)
+    per_k = (sums["nll"] / counts.clamp(min=1)).tolist()
+    nll = float(np.mean(per_k))
+    seconds = float(dataset.frames[:n_items].sum()) / dataset.frame_rate if n_items else 0.0
+    out = {"nll": nll, "accuracy": float((sums["correct"] / counts.clamp(min=1)).mean()), "ppl": math.exp(nll),
+           "nll_k": per_k, "tokens": int(counts.sum()), "items": n_items, "seconds": seconds,
+           "bits_per_second": float(sums["nll"].sum()) / math.log(2) / seconds if seconds else float("nan")}
+    if uncond:
+        out["nll_uncond"] = float((sums["nll_uncond"] / counts.clamp(min=1)).mean())
+    return out

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from halm.config import apply_overrides
 from halm.models.gpt import GPT, GPTConfig
 from halm.models.layers import count_params
+from halm.models.t2a import T2A, T2AConfig
 from halm.models.whisper_gpt import WhisperGPT, WhisperGPTConfig
 
-FAMILIES = {"gpt": (GPTConfig, GPT), "whisper_gpt": (WhisperGPTConfig, WhisperGPT)}
+FAMILIES = {"gpt": (GPTConfig, GPT), "whisper_gpt": (WhisperGPTConfig, WhisperGPT), "t2a": (T2AConfig, T2A)}
 
 # Sizes of the Whisper-GPT paper (vocab 1024, context 512): GPT-S 3.7M, GPT-L 40M (about 10x), hybrid 4.0M
 # = the GPT-S core + a ~0.3M mel path. tests/test_models.py checks each count within 3%.
@@ -29,8 +32,14 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "tiny-gpt-l": ("gpt", dict(context=128, n_layer=4, n_head=4, d_model=192), "test/demo size, ~10x tiny-gpt"),
     "tiny-whisper-gpt": ("whisper_gpt", dict(context=128, n_layer=2, n_head=2, d_model=64, d_token=64, mel_d=32,
                                              mel_layers=1, mel_heads=2), "test/demo size hybrid"),
+    # Text-to-audio (4 codebooks, delay pattern, MiniLM text, CFG + RR). The RR paper's LM is 300M (t2a-l).
+    "t2a-s": ("t2a", dict(n_layer=4, n_head=4, d_model=192), "text-to-audio LM for CPU experiments (~4M)"),
+    "t2a-m": ("t2a", dict(n_layer=8, n_head=8, d_model=512), "text-to-audio LM, ~10x t2a-s (~40M)"),
+    "t2a-l": ("t2a", dict(n_layer=17, n_head=16, d_model=1024, context=1024),
+              "text-to-audio LM at the RR paper's scale (~300M; for GPUs)"),
+    "tiny-t2a": ("t2a", dict(context=128, n_layer=2, n_head=2, d_model=64), "test/demo size text-to-audio LM"),
 }
-PAPER_PARAMS = {"gpt-s": 3.7e6, "gpt-l": 40e6, "whisper-gpt": 4.0e6, "whisper-gpt-nomel": 4.0e6}
+PAPER_PARAMS = {"gpt-s": 3.7e6, "gpt-l": 40e6, "whisper-gpt": 4.0e6, "whisper-gpt-nomel": 4.0e6, "t2a-l": 300e6}
 
 
 def preset_config(name: str, overrides: list[str] | None = None):
@@ -62,10 +71,12 @@ def list_presets() -> list[dict]:
     rows = []
     for name, (family, _, about) in PRESETS.items():
         _, cfg = preset_config(name)
-        rows.append({"preset": name, "family": family, "params": count_params(build_model(family, cfg)),
+        with torch.device("meta"):  # count without allocating (t2a-l has 300M parameters)
+            n = count_params(build_model(family, cfg))
+        rows.append({"preset": name, "family": family, "params": n,
                      "paper_params": PAPER_PARAMS.get(name), "about": about, "config": cfg.to_dict()})
     return rows
 
 
-__all__ = ["FAMILIES", "PRESETS", "GPT", "GPTConfig", "WhisperGPT", "WhisperGPTConfig", "build_model",
+__all__ = ["FAMILIES", "PRESETS", "GPT", "GPTConfig", "T2A", "T2AConfig", "WhisperGPT", "WhisperGPTConfig", "build_model",
            "config_from_dict", "count_params", "list_presets", "preset_config"]

@@ -1,6 +1,7 @@
 """Layers shared by every model family: causal self-attention with a KV cache, MLP, pre-norm block.
 
-Legend: B batch, T steps (this call), P steps already in the cache, D width, H heads, E head size.
+Legend: B batch, T steps (this call), P steps already in the cache, D width, H heads, E head size,
+L text positions (cross-attention keys).
 
 The block is GPT-2's (pre-norm LayerNorm, fused qkv projection, tanh-GELU MLP of width 4D, biases),
 so that weights can be copied to and from transformers' GPT2LMHeadModel and give the same logits
@@ -28,8 +29,10 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.pos = 0
         self.max_steps = max_steps
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # text keys/values
 
     def reset(self):
+        """Forget the stored steps (the cross-attention keys of the text stay: the condition is unchanged)."""
         self.pos = 0
 
 
@@ -65,6 +68,40 @@ class SelfAttention(nn.Module):
         return F.dropout(self.proj(y), drop, self.training)
 
 
+class CrossAttention(nn.Module):
+    """Attention from the audio steps to the text positions (no causal mask; padded text positions masked).
+
+    A row whose text is fully masked attends to nothing and gets a zero output (SDPA alone would give NaN).
+    With a cache, the text keys/values are computed on the first call and reused for every later step.
+    """
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        self.n_head, self.head_size = n_head, d_model // n_head
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, H, T, E)
+        if cache is not None and cache.cross[layer] is not None:
+            k, v = cache.cross[layer]
+        else:
+            L = ctx.shape[1]
+            k, v = (t.view(B, L, self.n_head, self.head_size).transpose(1, 2) for t in self.kv(ctx).split(D, dim=2))
+            if cache is not None:
+                cache.cross[layer] = (k, v)  # (B, H, L, E) each
+        has_text = ctx_mask.any(-1)  # (B,)
+        mask = (ctx_mask | ~has_text[:, None])[:, None, None, :]  # (B, 1, 1, L); empty rows see all, then zeroed
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y * has_text[:, None, None, None].to(y.dtype)
+        y = y.transpose(1, 2).contiguous().view(B, T, D)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+
 class MLP(nn.Module):
     def __init__(self, d_model: int, dropout: float = 0.0):
         super().__init__()
@@ -77,17 +114,23 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm residual block: x + attn(ln(x)), [x + cross(ln(x), text)], then x + mlp(ln(x))."""
 
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_head, dropout)
+        if cross:
+            self.ln_cross = nn.LayerNorm(d_model)
+            self.cross = CrossAttention(d_model, n_head, dropout)
         self.ln_2 = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                ctx: torch.Tensor | None = None, ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer)
+        if hasattr(self, "cross"):
+            x = x + self.cross(self.ln_cross(x), ctx, ctx_mask, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -97,19 +140,22 @@ class CausalStack(nn.Module):
     With a cache, the positions continue from `cache.pos`, and the cache advances by T at the end.
     """
 
-    def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float = 0.0,
+                 cross: bool = False):
         super().__init__()
         self.d_model, self.n_layer, self.n_head, self.context = d_model, n_layer, n_head, context
         self.wpe = nn.Embedding(context, d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, cross) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
 
     def new_cache(self, batch: int, max_steps: int | None = None, device=None, dtype=torch.float32) -> KVCache:
         return KVCache(self.n_layer, batch, self.n_head, max_steps or self.context, self.d_model // self.n_head,
                        device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, ctx: torch.Tensor | None = None,
+                ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D); ctx (B, L, D) + ctx_mask (B, L) bool for the cross-attention of a `cross` stack."""
         B, T, D = x.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.context:
@@ -117,7 +163,7 @@ class CausalStack(nn.Module):
         pos = torch.arange(start, start + T, device=x.device)
         x = self.drop(x + self.wpe(pos))  # (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, ctx, ctx_mask)
         if cache is not None:
             cache.pos += T
         return self.ln_f(x)

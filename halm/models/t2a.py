@@ -1,0 +1,263 @@
+"""`t2a`: the text-to-audio LM (MusicGen/AudioGen style) with classifier-free guidance and the
+representation regularization (RR) of arXiv 2309.08773.
+
+The K codebooks are interleaved by a pattern (halm.models.patterns, `delay` by default); at each step
+the K codebook embeddings of the previous step are summed, pass a causal stack whose blocks also
+cross-attend to the projected text, and K linear heads predict the K tokens of the step.
+
+Loss: the mean over codebooks of each codebook's mean cross-entropy over its valid positions (a mean,
+not audiocraft's sum, so the number reads as nats per token like the other families).
+
+CFG training: on a CFG step the condition is the null condition: a single *learned* vector in the LM
+width (mask of length 1, so attention never sees an all-masked row). `cfg_mode="batch"` (default,
+audiocraft's behaviour) drops the whole batch's condition with probability `cfg_dropout`;
+`cfg_mode="sample"` drops each sample independently. The trainer's data sampler draws these decisions
+from its seeded generator (identical on every DDP rank, and resumable).
+
+RR: on CFG steps (`rr_on="cfg"`, default; `"all"` = every step, the paper's negative ablation)
+    L = L_uncond + rr_weight * L_rr,   L_rr = sum_{b != b'} (cos(T_b, T_b') - cos(A_b, A_b'))^2 / (B (B - 1))
+with T_b the pooled frozen text-encoder output of sample b's caption (no gradient; the caption's, even
+though the LM did not see it) and A_b its pooled audio representation: the final hidden states after
+the last norm, before the heads, over the steps with a valid target. Pooling: `max` (default) or `mean`.
+In `sample` mode, L_rr is taken over the dropped samples (when there are >= 2). `rr_gather` gathers
+T and A across DDP ranks (with gradient) before the similarities. rr_weight = 0 turns RR off.
+
+`mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR): at step s the LM also sees the mel
+slice of frame patterns.mel_frame_of_step(s), the last frame whose audio no target of step s encodes.
+
+Legend: B batch, K codebooks, T frames, S steps, L text positions, D width, Dt text width, V codebook size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from halm.models import patterns
+from halm.models.layers import CausalStack, KVCache, init_weights
+
+
+@dataclass
+class T2AConfig:
+    n_q: int = 4  # codebooks modelled (the first n_q of the dataset's codec)
+    vocab_size: int = 1024  # codebook size
+    context: int = 512  # pattern steps the model sees at once (delay, K=4: 509 frames = 6.8 s at 75 Hz)
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 192
+    dropout: float = 0.0
+    pattern: str = "delay"  # parallel | delay | flatten
+    text_encoder: str = "minilm"  # minilm | t5:DIR | hf:DIR (halm.models.text)
+    text_dim: int = 384  # the encoder's width (MiniLM 384, t5-base 768)
+    text_max_tokens: int = 64
+    cfg_dropout: float = 0.1  # probability that a training step (or sample) uses the null condition
+    cfg_mode: str = "batch"  # batch: the whole batch is dropped together (audiocraft); sample: per sample
+    rr_weight: float = 3.0  # lambda of L_rr (0 = no RR)
+    rr_pool: str = "max"  # max | mean
+    rr_on: str = "cfg"  # cfg: RR on CFG steps only (the paper); all: on every step (the paper's negative ablation)
+    rr_gather: bool = False  # under DDP, gather the pooled representations of all ranks before the similarities
+    mel: bool = False  # add the Whisper-GPT causal mel path
+    n_mels: int = 80
+    frames_per_token: int = 2
+    mel_layers: int = 2
+    mel_heads: int = 4
+    mel_d: int = 96
+
+    def __post_init__(self):
+        checks = [(self.pattern in patterns.PATTERNS, f"pattern must be one of {patterns.PATTERNS}"),
+                  (self.cfg_mode in ("batch", "sample"), "cfg_mode must be 'batch' or 'sample'"),
+                  (self.rr_pool in ("max", "mean"), "rr_pool must be 'max' or 'mean'"),
+                  (self.rr_on in ("cfg", "all"), "rr_on must be 'cfg' or 'all'"),
+                  (0.0 <= self.cfg_dropout <= 1.0, "cfg_dropout must be in [0, 1]"),
+                  (self.d_model % self.n_head == 0, f"d_model {self.d_model} must be divisible by n_head"),
+                  (not self.mel or self.mel_d % self.mel_heads == 0, "mel_d must be divisible by mel_heads"),
+                  (self.n_q >= 1, "n_q must be >= 1")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        patterns.frames_for_steps(self.pattern, self.n_q, self.context)  # raises if no frame fits
+
+    @property
+    def frames(self) -> int:
+        """Frames of audio in one context window."""
+        return patterns.frames_for_steps(self.pattern, self.n_q, self.context)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class T2ACache:
+    """Decoder KV cache (with the text keys/values) and, with `mel`, the mel path's cache."""
+
+    def __init__(self, decoder: KVCache, mel: KVCache | None):
+        self.decoder, self.mel = decoder, mel
+
+    @property
+    def pos(self) -> int:
+        return self.decoder.pos
+
+    def reset(self):
+        self.decoder.reset()
+        if self.mel is not None:
+            self.mel.reset()
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """x (B, N, D), mask (B, N) bool -> (B, D): max or mean over the masked-in positions."""
+    m = mask[..., None]
+    if how == "max":
+        return x.masked_fill(~m, float("-inf")).amax(1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def rr_loss(text_repr: torch.Tensor, audio_repr: torch.Tensor) -> torch.Tensor:
+    """L_rr of pooled text (B, Dt) and audio (B, D) representations; the text side gets no gradient."""
+    B = text_repr.shape[0]
+    if B < 2:
+        return audio_repr.sum() * 0.0
+    t = F.normalize(text_repr.detach().float(), dim=-1)
+    a = F.normalize(audio_repr.float(), dim=-1)
+    off = ~torch.eye(B, dtype=torch.bool, device=a.device)
+    return ((t @ t.T - a @ a.T)[off] ** 2).sum() / (B * (B - 1))
+
+
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), 0)
+
+
+class T2A(nn.Module):
+    family = "t2a"
+
+    def __init__(self, cfg: T2AConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.special = cfg.vocab_size  # start token and empty pattern positions
+        self.emb = nn.ModuleList(nn.Embedding(cfg.vocab_size + 1, cfg.d_model) for _ in range(cfg.n_q))
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.d_model)
+        self.null_cond = nn.Parameter(torch.zeros(cfg.d_model))  # the CFG null condition (learned)
+        if cfg.mel:
+            self.mel_in = nn.Linear(cfg.frames_per_token * cfg.n_mels, cfg.mel_d)
+            self.mel_path = CausalStack(cfg.mel_d, cfg.mel_layers, cfg.mel_heads, cfg.context, cfg.dropout)
+            self.fuse = nn.Linear(cfg.d_model + cfg.mel_d, cfg.d_model)
+        self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout, cross=True)
+        self.heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) for _ in range(cfg.n_q))
+        init_weights(self, cfg.n_layer)
+
+    @property
+    def uses_mel(self) -> bool:
+        return self.cfg.mel
+
+    def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> T2ACache:
+        return T2ACache(self.stack.new_cache(batch, max_steps, device=device),
+                        self.mel_path.new_cache(batch, max_steps, device=device) if self.cfg.mel else None)
+
+    # ---- conditioning -------------------------------------------------------------------------
+    def condition(self, text_emb: torch.Tensor, text_mask: torch.Tensor,
+                  drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-encoder output (B, L, Dt) + mask -> cross-attention input (B, L, D) + mask.
+
+        Rows with drop[b] get the null condition: the learned vector at position 0, the rest masked.
+        """
+        ctx = self.text_proj(text_emb.to(self.text_proj.weight.dtype))  # (B, L, D)
+        if drop is None or not bool(drop.any()):
+            return ctx, text_mask
+        d = drop.to(ctx.device)[:, None]  # (B, 1)
+        first = torch.zeros_like(text_mask)
+        first[:, 0] = True
+        null = self.null_cond.to(ctx.dtype).expand_as(ctx)
+        ctx = torch.where((d & first)[..., None], null, ctx)
+        return ctx, torch.where(d, first, text_mask)
+
+    def null_condition(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.null_cond.to(device)[None, None].expand(batch, 1, -1),
+                torch.ones(batch, 1, dtype=torch.bool, device=device))
+
+    # ---- forward --------------------------------------------------------------------------------
+    def hidden(self, inputs: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, mel: torch.Tensor | None = None,
+               cache: T2ACache | None = None) -> torch.Tensor:
+        """inputs (B, K, S) pattern tokens (SPECIAL allowed), ctx (B, L, D) -> hidden states (B, S, D)."""
+        B, K, S = inputs.shape
+        if K != self.cfg.n_q:
+            raise ValueError(f"inputs have {K} codebooks, the model {self.cfg.n_q}")
+        x = sum(self.emb[k](inputs[:, k]) for k in range(K))  # (B, S, D)
+        if self.cfg.mel:
+            if mel is None:
+                raise ValueError("this t2a model has the mel path (mel=True): pass the mel slices")
+            mel = mel.to(self.mel_in.weight.dtype).reshape(B, S, -1)  # (B, S, r*M)
+            m = self.mel_path(self.mel_in(mel), cache.mel if cache is not None else None)  # (B, S, Dm)
+            x = self.fuse(torch.cat([x, m], dim=-1))
+        return self.stack(x, cache.decoder if cache is not None else None, ctx, ctx_mask)  # (B, S, D)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """hidden (B, S, D) -> logits (B, K, S, V)."""
+        return torch.stack([head(h) for head in self.heads], dim=1)
+
+    def forward(self, inputs: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, mel: torch.Tensor | None = None,
+                cache: T2ACache | None = None) -> torch.Tensor:
+        return self.logits(self.hidden(inputs, ctx, ctx_mask, mel, cache))
+
+    # ---- training -------------------------------------------------------------------------------
+    def pattern_inputs(self, codes: torch.Tensor, lengths: torch.Tensor | None = None):
+        """codes (B, K, T) -> (inputs (B, K, S), targets (B, K, S) with -100 where invalid, valid (B, K, S))."""
+        seq, valid = patterns.build(codes, self.cfg.pattern, self.special, lengths)
+        start = torch.full_like(seq[:, :, :1], self.special)
+        inputs = torch.cat([start, seq[:, :, :-1]], dim=2)
+        return inputs, seq.masked_fill(~valid, -100), valid
+
+    def step_mel(self, mel: torch.Tensor, T: int) -> torch.Tensor:
+        """Per-frame mel (B, T, r, M) -> per-step mel (B, S, r, M) of patterns.mel_frame_of_step (zeros before)."""
+        f = patterns.mel_frame_of_step(self.cfg.pattern, self.cfg.n_q, T).to(mel.device)  # (S,)
+        out = mel[:, f.clamp(min=0)]
+        return out * (f >= 0).to(out.dtype)[None, :, None, None]
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """batch: codes (B, K, T), lengths (B,), text_emb (B, L, Dt), text_mask (B, L), drop (B,) bool, [mel]."""
+        cfg = self.cfg
+        codes = batch["codes"]
+        lengths = batch.get("lengths")
+        drop = batch.get("drop")
+        if drop is None:
+            drop = torch.zeros(codes.shape[0], dtype=torch.bool, device=codes.device)
+        inputs, targets, valid = self.pattern_inputs(codes, lengths)
+        ctx, ctx_mask = self.condition(batch["text_emb"], batch["text_mask"], drop)
+        mel = self.step_mel(batch["mel"], codes.shape[2]) if cfg.mel else None
+        h = self.hidden(inputs, ctx, ctx_mask, mel)  # (B, S, D)
+        logits = self.logits(h).float()  # (B, K, S, V)
+        per_k, acc_k = [], []
+        for k in range(cfg.n_q):
+            t = targets[:, k]
+            per_k.append(F.cross_entropy(logits[:, k].reshape(-1, cfg.vocab_size), t.reshape(-1), ignore_index=-100))
+            with torch.no_grad():
+                ok = t != -100
+                acc_k.append(((logits[:, k].argmax(-1) == t) & ok).sum() / ok.sum().clamp(min=1))
+        ce = torch.stack(per_k).mean()
+        extra = {"acc": torch.stack(acc_k).mean()}
+        for k in range(cfg.n_q):
+            extra[f"nll_k{k}"] = per_k[k].detach()
+            extra[f"acc_k{k}"] = acc_k[k]
+        n_drop = int(drop.sum())
+        if n_drop == codes.shape[0]:
+            extra["l_uncond"] = ce.detach()
+        elif n_drop == 0:
+            extra["l_cond"] = ce.detach()
+        loss = ce
+        rr_rows = drop if cfg.rr_on == "cfg" else torch.ones_like(drop)
+        if cfg.rr_weight > 0 and int(rr_rows.sum()) >= 2:
+            steps = valid.any(1)  # (B, S): steps with at least one target
+            t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]
+            a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]
+            if cfg.rr_gather:
+                t_rep, a_rep = _gather_with_grad(t_rep), _gather_with_grad(a_rep)
+            l_rr = rr_loss(t_rep, a_rep)
+            loss = loss + cfg.rr_weight * l_rr
+            extra["l_rr"] = l_rr.detach()
+        return loss, extra
