@@ -1,0 +1,120 @@
+"""Text encoders, t2a training (CFG + RR logging), evaluation and `halm generate --text` on a tiny corpus."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from halm.models.text import CaptionCache, TextEncoder
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return TextEncoder("minilm")
+
+
+def test_minilm_encodes_per_token_states_with_a_mask(minilm):
+    emb, mask = minilm.encode(["a slow piano piece in A minor", "a dog barks"])
+    assert minilm.dim == 384 and emb.shape[:2] == mask.shape and emb.shape[2] == 384
+    assert mask[0].all() and not mask[1].all()
+    assert (emb[1][~mask[1]] == 0).all()
+    cache = CaptionCache(minilm)
+    e2, m2 = cache.batch(["a dog barks", "a slow piano piece in A minor"])
+    torch.testing.assert_close(e2[1], emb[0], atol=1e-5, rtol=1e-5)
+    assert len(cache.store) == 2
+    with pytest.raises(ValueError, match="non-empty"):
+        minilm.encode([""])
+
+
+def test_local_t5_directory(tmp_path, minilm):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    d = tmp_path / "t5-tiny"
+    T5EncoderModel(T5Config(vocab_size=len(minilm.tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=2,
+                            num_heads=4)).save_pretrained(d)
+    minilm.tokenizer.save_pretrained(d)
+    enc = TextEncoder(f"t5:{d}")
+    emb, mask = enc.encode(["two bells", "a long synth pad in D major"])
+    assert enc.dim == 16 and emb.shape == (2, mask.shape[1], 16) and torch.isfinite(emb).all()
+
+
+def test_hub_names_and_missing_dirs_get_a_clear_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        TextEncoder("t5:google-t5/t5-base")
+    with pytest.raises(ValueError, match="minilm"):
+        TextEncoder("google-t5/t5-base")
+
+
+def test_item_sampler_is_resumable_and_draws_cfg_decisions(t2a_data, minilm):
+    from halm.data import open_dataset
+    from halm.train import ItemCropSampler
+
+    ds = open_dataset(t2a_data, "train")
+    s = ItemCropSampler(ds, 50, 4, seed=1, with_mel=True, captions=CaptionCache(minilm), cfg_dropout=0.5,
+                        cfg_mode="batch")
+    s.draw(8)
+    state = s.state()
+    a = s.draw(8)
+    s.set_state(state)
+    assert np.array_equal(a, s.draw(8))
+    assert len(set(a[:, 2])) == 1  # batch mode: one decision for the whole batch
+    b = s.read(a)
+    assert b["codes"].shape == (8, 4, 50) and b["mel"].shape[:2] == (8, 50) and b["text_emb"].shape[2] == 384
+    assert (b["lengths"] <= 50).all() and b["drop"].dtype == torch.bool
+    s2 = ItemCropSampler(ds, 50, 4, seed=1, with_mel=False, captions=CaptionCache(minilm), cfg_dropout=0.5,
+                         cfg_mode="sample")
+    assert len(set(s2.draw(64)[:, 2])) == 2  # per-sample decisions
+
+
+def test_train_t2a_logs_cfg_and_rr_terms_then_eval_and_generate(t2a_data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "halm", "train", "--preset", "tiny-t2a", "--data", str(t2a_data), "--out", str(run),
+           "--steps", "12", "--set", "batch_size=4", "log_every=4", "eval_every=6", "cfg_dropout=0.5", "seed=3"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if "loss" in r]
+    keys = set().union(*train)
+    assert {"l_cond", "l_uncond", "l_rr", "nll_k0", "acc_k3"} <= keys
+    assert train[-1]["loss"] < train[0]["loss"]
+    val = [r for r in recs if "val_nll" in r]
+    assert len(val) == 2 and "val_nll_uncond" in val[-1]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["family"] == "t2a" and cfg["model"]["rr_weight"] == 3.0 and cfg["model"]["text_encoder"] == "minilm"
+
+    out = subprocess.run([sys.executable, "-m", "halm", "eval", "--run", str(run), "--json"], check=True,
+                         capture_output=True, text=True)
+    r = json.loads(out.stdout)
+    assert r["family"] == "t2a" and len(r["nll_k"]) == 4 and r["tokens"] > 0 and np.isfinite(r["nll_uncond"])
+
+    caps = tmp_path / "caps.txt"
+    caps.write_text("a bell rings twice\n\na dog barks\n")
+    gen = [sys.executable, "-m", "halm", "generate", "--run", str(run), "--captions", str(caps), "--seconds", "1",
+           "--out", str(tmp_path / "g" / "x.wav"), "--seed", "4", "--json"]
+    r1 = json.loads(subprocess.run(gen, check=True, capture_output=True, text=True).stdout)
+    assert [s["caption"] for s in r1["samples"]] == ["a bell rings twice", "a dog barks"]
+    import soundfile as sf
+
+    a, sr = sf.read(r1["samples"][0]["out"])
+    assert sr == 24000 and abs(len(a) - 24000) <= 320
+    first = a.copy()
+    subprocess.run(gen, check=True, capture_output=True)
+    assert np.array_equal(sf.read(r1["samples"][0]["out"])[0], first)  # same seed, same audio
+    assert (tmp_path / "g" / "x_001.png").exists()
+
+    bad = subprocess.run([sys.executable, "-m", "halm", "generate", "--run", str(run), "--seconds", "1", "--out",
+                          str(tmp_path / "y.wav")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--text" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_t2a_refuses_uncaptioned_items(t2a_data, minilm):
+    from halm.data import open_dataset
+    from halm.train import ItemCropSampler
+
+    ds = open_dataset(t2a_data, "train")
+    ds._rows[1][1]["text"] = None  # as if one item of the split had no caption
+    with pytest.raises(ValueError, match="no caption"):
+        ItemCropSampler(ds, 50, 4, 0, False, CaptionCache(minilm), 0.1, "batch")
