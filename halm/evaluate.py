@@ -77,6 +77,11 @@ def _val_curve(run: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _records(run: str) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def compare_runs(runs: list[str], out: str, data: str | None = None, split: str = "test", names: list[str] | None = None,
                  progress: bool = True) -> dict:
     """Evaluate every run on the same split; write OUT/report.md (table, Δ vs the first run) and OUT/curves.png."""
@@ -95,7 +100,21 @@ def compare_runs(runs: list[str], out: str, data: str | None = None, split: str 
         lines.append(f"| {name} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['nll']:.3f} | {100 * r['accuracy']:.2f}% | "
                      f"{r['ppl']:.2f} | {r['bits_per_second']:.0f} | {r['nll'] - base['nll']:+.3f} | "
                      f"{100 * (r['accuracy'] - base['accuracy']):+.2f} | {r['ppl'] - base['ppl']:+.2f} |")
+    if any(r["family"] == "t2a" for r in results):
+        lines[0] += " NLL, null condition |"
+        lines[1] += "---|"
+        for i, r in enumerate(results, start=2):
+            lines[i] += f" {r['nll_uncond']:.3f} |" if "nll_uncond" in r else " — |"
     table = "\n".join(lines)
+    t2a_note = ""
+    if any(r["family"] == "t2a" for r in results):
+        from halm.plots import plot_t2a_terms
+
+        recs = {n: _records(r) for n, r in zip(names, runs) if _records(r)}
+        plot_t2a_terms(recs, out_dir / "t2a_terms.png", title="text-to-audio training terms")
+        t2a_note = ("For t2a runs NLL is the conditional NLL with each item's caption, the mean over codebooks of "
+                    "each codebook's mean (halm/metrics/lm.py evaluate_t2a); 'null condition' scores the same "
+                    "targets without the text.\n\n![t2a training terms](t2a_terms.png)\n\n")
     curves = {name: _val_curve(r) for name, r in zip(names, runs)}
     fig = plot_curves({k: v for k, v in curves.items() if v[0]}, out_dir / "curves.png",
                       title=f"validation NLL (dev split) — {', '.join(names)}")
@@ -104,7 +123,7 @@ def compare_runs(runs: list[str], out: str, data: str | None = None, split: str 
               f"{base['tokens']} targets, {base['seconds']:.1f} s of audio ({base['items']} items). NLL in nats per "
               f"coarse token, PPL = exp(NLL), acc = top-1 next-token accuracy; Δ against {names[0]}. Protocol: "
               f"non-overlapping windows of each model's context within each item (halm/metrics/lm.py).\n\n"
-              f"![validation curves](curves.png)\n")
+              f"{t2a_note}![validation curves](curves.png)\n")
     (out_dir / "report.md").write_text(report)
     summary = {"report": str(out_dir / "report.md"), "curves": str(fig), "table": table,
                "runs": [{"name": n, **r} for n, r in zip(names, results)]}

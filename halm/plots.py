@@ -95,3 +95,37 @@ def plot_generation(mel: np.ndarray, frame_rate: float, prompt_seconds: float, p
     ax.set_xlabel("seconds")
     ax.set_ylabel("mel bin")
     return _save(plt, fig, path)
+
+
+def plot_t2a_terms(runs: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
+    """Training terms of text-to-audio runs: L_cond, L_uncond, L_rr (train log lines) and validation NLL.
+
+    runs = {name: metrics.jsonl records}. L_uncond and L_rr exist only on CFG steps, so their points are
+    the log windows that held at least one CFG step.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    panels = [("l_cond", "L_cond (train, conditional steps)"), ("l_uncond", "L_uncond (train, CFG steps)"),
+              ("l_rr", "L_rr (train, CFG steps)"), ("val", "validation NLL: with caption (—), null condition (- -)")]
+    for i, (name, recs) in enumerate(runs.items()):
+        color = f"C{i}"
+        for ax, (key, label) in zip(axes, panels):
+            if key == "val":
+                for k, style in (("val_nll", "-"), ("val_nll_uncond", "--")):
+                    pts = [(r["step"], r[k]) for r in recs if k in r]
+                    if pts:
+                        ax.plot(*zip(*pts), style, color=color, marker="o", markersize=2.5,
+                                label=name if k == "val_nll" else None)
+            else:
+                pts = [(r["step"], r[key]) for r in recs if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), color=color, lw=1, alpha=0.85, label=name)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)

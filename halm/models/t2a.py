@@ -20,7 +20,8 @@ with T_b the pooled frozen text-encoder output of sample b's caption (no gradien
 though the LM did not see it) and A_b its pooled audio representation: the final hidden states after
 the last norm, before the heads, over the steps with a valid target. Pooling: `max` (default) or `mean`.
 In `sample` mode, L_rr is taken over the dropped samples (when there are >= 2). `rr_gather` gathers
-T and A across DDP ranks (with gradient) before the similarities. rr_weight = 0 turns RR off.
+T and A across DDP ranks (with gradient) before the similarities. rr_weight = 0 turns RR off (L_rr is
+still computed, without gradient, and logged: the baseline's similarity gap, to compare with RR's).
 
 `mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR): at step s the LM also sees the mel
 slice of frame patterns.mel_frame_of_step(s), the last frame whose audio no target of step s encodes.
@@ -251,13 +252,15 @@ class T2A(nn.Module):
             extra["l_cond"] = ce.detach()
         loss = ce
         rr_rows = drop if cfg.rr_on == "cfg" else torch.ones_like(drop)
-        if cfg.rr_weight > 0 and int(rr_rows.sum()) >= 2:
-            steps = valid.any(1)  # (B, S): steps with at least one target
-            t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]
-            a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]
-            if cfg.rr_gather:
-                t_rep, a_rep = _gather_with_grad(t_rep), _gather_with_grad(a_rep)
-            l_rr = rr_loss(t_rep, a_rep)
-            loss = loss + cfg.rr_weight * l_rr
+        if int(rr_rows.sum()) >= 2:  # L_rr is logged even with rr_weight = 0 (a baseline's similarity gap)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.rr_weight > 0):
+                steps = valid.any(1)  # (B, S): steps with at least one target
+                t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]
+                a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]
+                if cfg.rr_gather:
+                    t_rep, a_rep = _gather_with_grad(t_rep), _gather_with_grad(a_rep)
+                l_rr = rr_loss(t_rep, a_rep)
+            if cfg.rr_weight > 0:
+                loss = loss + cfg.rr_weight * l_rr
             extra["l_rr"] = l_rr.detach()
         return loss, extra
