@@ -6,7 +6,10 @@
    codebook alone and from all codebooks (codec.png, codec/*.wav);
 3. Whisper-GPT: train tiny GPT-S, GPT-L (about 10x) and the hybrid for the same token budget on the
    speech tokens, evaluate them on the test split, write the comparison (lm/report.md, lm/curves.png)
-   and a continuation of a test clip from each model (lm/continuations/*.wav + .png).
+   and a continuation of a test clip from each model (lm/continuations/*.wav + .png);
+4. text-to-audio: tokenize the music corpus (4 codebooks), train a tiny t2a LM with and without the RR
+   loss (same seed, same steps), compare them (t2a/report.md, t2a/t2a_terms.png: L_cond, L_uncond, L_rr)
+   and generate audio for a few captions with classifier-free guidance (t2a/samples/*.wav, samples.png).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from halm.plots import plot_waveforms_and_mels
 def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True, codec: str = "halm-small") -> dict:
     out_dir = Path(out)
     minutes = 0.15 if quick else 1.0
+    music_minutes = 0.5 if quick else 4.0  # the text-to-audio part needs a few dozen captioned clips
     speech_minutes = 0.6 if quick else 8.0  # the LM part needs more speech than the front-end figure
     mel_cfg = MelConfig(sample_rate=24000, hop_length=320, frames_per_token=2, n_mels=80)
     summary: dict = {"out": str(out_dir), "mel": mel_cfg.to_dict(), "corpora": {}}
     rows = []
     for kind in KINDS:
-        stats = synthesize(kind, out_dir / "corpora" / kind, speech_minutes if kind == "speech" else minutes, seed=seed,
-                           progress=progress)
+        m = {"speech": speech_minutes, "music": music_minutes}.get(kind, minutes)
+        stats = synthesize(kind, out_dir / "corpora" / kind, m, seed=seed, progress=progress)
         items = list(open_source(out_dir / "corpora" / kind))
         frames, audio_s, t0 = 0, 0.0, time.perf_counter()
         first = None
@@ -56,6 +60,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, progress: bool = True
     summary["figure"] = str(plot_waveforms_and_mels(rows, out_dir / "front_end.png"))
     summary["tokens"] = _tokenize_speech(out_dir, codec, progress)
     summary["lm"] = _language_models(out_dir, quick, seed, progress)
+    summary["t2a"] = _text_to_audio(out_dir, quick, seed, codec, progress)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -132,6 +137,68 @@ def _language_models(out_dir: Path, quick: bool, seed: int, progress: bool) -> d
             "prompt": f"first 1.5 s of test clip {item.id}"}
 
 
+DEMO_T2A = (("no RR", "rr_weight=0.0"), ("RR", "rr_weight=3.0"))
+
+
+def _text_to_audio(out_dir: Path, quick: bool, seed: int, codec_spec: str, progress: bool) -> dict:
+    """tiny-t2a with and without RR on the music corpus; comparison and CFG samples for a few captions."""
+    from halm.audio import save_audio
+    from halm.data import open_dataset
+    from halm.data.prepare import PrepareConfig, prepare
+    from halm.evaluate import compare_runs
+    from halm.generate import text_to_audio
+    from halm.models.text import TextEncoder
+    from halm.train import load_run, train
+
+    data = out_dir / "data_music"
+    prepare(str(out_dir / "corpora" / "music"), data, PrepareConfig(codec=codec_spec, n_codebooks=4, shard_size=16,
+                                                                    test_share=0.15, dev_share=0.15, require_text=True),
+            progress=progress)
+    steps, batch = (8, 4) if quick else (300, 8)
+    # cfg_dropout 0.3 (paper: 0.1) so that a short run has enough CFG steps for RR to act on
+    settings = [f"batch_size={batch}", f"seed={seed}", f"warmup_steps={max(2, steps // 10)}", "lr=2e-3",
+                f"eval_every={max(4, steps // 6)}", "eval_tokens=0", f"ckpt_every={max(4, steps // 3)}",
+                "cfg_dropout=0.3"]
+    t2a_dir = out_dir / "t2a"
+    results = {name: train("tiny-t2a", str(data), t2a_dir / "runs" / name.replace(" ", "_"), steps=steps,
+                           overrides=settings + [rr], progress=progress) for name, rr in DEMO_T2A}
+    runs = [str(t2a_dir / "runs" / n.replace(" ", "_")) for n, _ in DEMO_T2A]
+    cmp = compare_runs(runs, str(t2a_dir), names=[n for n, _ in DEMO_T2A], progress=False)
+    test = open_dataset(data, "test")
+    captions = sorted({it.text for it in test})[: 1 if quick else 3]
+    samples, encoder = {}, TextEncoder("minilm")
+    for (name, _), run in zip(DEMO_T2A, runs):
+        model, rc = load_run(run)
+        g = text_to_audio(model, rc, captions, 1.0 if quick else 4.0, cfg_coef=3.0, seed=seed, encoder=encoder)
+        samples[name] = []
+        for i, caption in enumerate(captions):
+            path = save_audio(t2a_dir / "samples" / f"{name.replace(' ', '_')}_{i}.wav", g["audio"][i], g["sample_rate"])
+            samples[name].append({"caption": caption, "wav": str(path)})
+        samples[name + " speed"] = round(g["realtime_factor"], 2)
+    _plot_samples(t2a_dir / "samples.png", samples, [n for n, _ in DEMO_T2A])
+    return {"steps": steps, "batch_size": batch, "table": cmp["table"], "report": cmp["report"],
+            "terms_figure": str(t2a_dir / "t2a_terms.png"), "samples": samples,
+            "samples_figure": str(t2a_dir / "samples.png"), "captions": captions,
+            "train_tokens_per_s": {n: r["tokens_per_s"] for n, r in results.items()}}
+
+
+def _plot_samples(path: Path, samples: dict, names: list[str]):
+    import soundfile as sf
+    import torch
+
+    from halm.audio.codec_eval import log_mel
+    from halm.plots import plot_spectrogram_pairs
+
+    rows = []
+    for i, s in enumerate(samples[names[0]]):
+        mels = []
+        for n in names:
+            y, sr = sf.read(samples[n][i]["wav"], dtype="float32")
+            mels.append(log_mel(torch.from_numpy(y), sr).T.numpy())
+        rows.append((f'"{s["caption"][:80]}"', mels[0], mels[1], sr / 256))
+    plot_spectrogram_pairs(rows, path, tuple(names))
+
+
 def _plot_continuations(path: Path, prompt, sr: int, continuations: dict):
     import soundfile as sf
     import torch
@@ -170,7 +237,13 @@ def format_summary(s: dict) -> str:
     lines.append(lm["table"])
     lines.append("\ncontinuations of the " + lm["prompt"] + ": " + ", ".join(
         f"{n} {c['realtime_factor']:.1f}x real time" for n, c in lm["continuations"].items()))
-    lines.append(f"figures: {s['figure']}, {t['figure']}, {lm['curves']}, {lm['continuations_figure']}\n"
-                 f"report: {lm['report']}; summary: {Path(s['out']) / 'summary.json'}")
+    ta = s["t2a"]
+    lines.append(f"\ntext-to-audio (tiny-t2a, music corpus, {ta['steps']} steps x batch {ta['batch_size']}, "
+                 f"with and without RR); test split:\n")
+    lines.append(ta["table"])
+    lines.append(f"\nsamples (CFG 3.0) for {len(ta['captions'])} test captions in {Path(ta['samples_figure']).parent / 'samples'}")
+    lines.append(f"figures: {s['figure']}, {t['figure']}, {lm['curves']}, {lm['continuations_figure']}, "
+                 f"{ta['terms_figure']}, {ta['samples_figure']}\n"
+                 f"reports: {lm['report']}, {ta['report']}; summary: {Path(s['out']) / 'summary.json'}")
     return "\n".join(lines)
 
