@@ -409,7 +409,9 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
     n_params = count_params(model)
     core = _LossModule(model)
     if world > 1:
-        core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+        # t2a: the text projection is unused on CFG steps and the null condition on the others
+        core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
+                                                   find_unused_parameters=family == "t2a")
     use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     writer = None
