@@ -147,7 +147,7 @@ def _text_to_audio(out_dir: Path, quick: bool, seed: int, codec_spec: str, progr
     from halm.data.prepare import PrepareConfig, prepare
     from halm.evaluate import compare_runs
     from halm.generate import text_to_audio
-    from halm.models.text import TextEncoder
+    from halm.models.text import load_text_encoder
     from halm.train import load_run, train
 
     data = out_dir / "data_music"
@@ -166,7 +166,7 @@ def _text_to_audio(out_dir: Path, quick: bool, seed: int, codec_spec: str, progr
     cmp = compare_runs(runs, str(t2a_dir), names=[n for n, _ in DEMO_T2A], progress=False)
     test = open_dataset(data, "test")
     captions = sorted({it.text for it in test})[: 1 if quick else 3]
-    samples, encoder = {}, TextEncoder("minilm")
+    samples, encoder = {}, load_text_encoder("minilm")
     for (name, _), run in zip(DEMO_T2A, runs):
         model, rc = load_run(run)
         g = text_to_audio(model, rc, captions, 1.0 if quick else 4.0, cfg_coef=3.0, seed=seed, encoder=encoder)

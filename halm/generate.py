@@ -266,7 +266,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     from halm.audio import MelConfig, causal_log_mel, resample
     from halm.audio.codec import Codec, CodecError
     from halm.audio.codec_mel import ClosedLoopMel
-    from halm.models.text import TextEncoder
+    from halm.models.text import load_text_encoder
 
     info = run_config["data"]["codec"]
     if codec is None:
@@ -276,7 +276,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
                          f"weights {info['weights_sha256']})")
     device = next(model.parameters()).device
     if encoder is None:
-        encoder = TextEncoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens)
+        encoder = load_text_encoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens)
     emb, mask = encoder.encode(list(captions))
     B = len(captions)
     n_frames = int(round(seconds * codec.frame_rate))

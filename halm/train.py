@@ -379,9 +379,9 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
                                   fused=device.type == "cuda")
     captions = None
     if family == "t2a":
-        from halm.models.text import CaptionCache, TextEncoder
+        from halm.models.text import CaptionCache, load_text_encoder
 
-        encoder = TextEncoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens)
+        encoder = load_text_encoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens)
         if encoder.dim != mcfg.text_dim:
             raise ValueError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
         captions = CaptionCache(encoder)

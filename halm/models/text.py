@@ -105,3 +105,14 @@ class CaptionCache:
             emb[b, : r.shape[0]] = r
             mask[b, : r.shape[0]] = True
         return emb, mask
+
+
+_LOADED: dict[tuple, TextEncoder] = {}
+
+
+def load_text_encoder(name: str = "minilm", device="cpu", max_tokens: int = 64) -> TextEncoder:
+    """A TextEncoder, loaded once per process (training, evaluation and sampling share it)."""
+    key = (name, str(torch.device(device)), max_tokens)
+    if key not in _LOADED:
+        _LOADED[key] = TextEncoder(name, device=device, max_tokens=max_tokens)
+    return _LOADED[key]
