@@ -50,7 +50,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 
 # ---- the sampling loop -------------------------------------------------------------------------
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None = None, mel_fn=None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
              progress: bool = False) -> torch.Tensor:
@@ -163,7 +163,7 @@ def guided_logits(model, inputs: torch.Tensor, cond: tuple, null: tuple | None, 
     return uncond_l + coef * (cond_l - uncond_l)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frames: int, cfg_coef: float = 3.0,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0, seed: int = 0,
                  prompt: torch.Tensor | None = None, mel_fn=None, prompt_mel: torch.Tensor | None = None,

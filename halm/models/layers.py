@@ -64,8 +64,8 @@ class SelfAttention(nn.Module):
             else:  # new step i (absolute P+i) may see keys 0..P+i
                 mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, D)  # (B, T, D)
-        return F.dropout(self.proj(y), drop, self.training)
+        y = self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return F.dropout(y, drop, True) if drop else y
 
 
 class CrossAttention(nn.Module):
@@ -110,7 +110,8 @@ class MLP(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")), self.dropout, self.training)
+        y = self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return F.dropout(y, self.dropout, True) if self.dropout and self.training else y
 
 
 class Block(nn.Module):
