@@ -177,7 +177,14 @@ def cmd_presets(args) -> int:
 def cmd_train(args) -> int:
     from halm.train import train
 
-    r = train(args.preset, args.data, args.out, steps=args.steps, overrides=args.set, progress=not args.json)
+    overrides = list(args.set)
+    if args.mel:
+        from halm.models import PRESETS
+
+        if args.preset in PRESETS and PRESETS[args.preset][0] != "t2a":
+            raise ValueError("--mel adds the mel path to a t2a preset; whisper-gpt presets have it already")
+        overrides.append("mel=true")
+    r = train(args.preset, args.data, args.out, steps=args.steps, overrides=overrides, progress=not args.json)
     if args.json:
         print(json.dumps(r))
     else:
@@ -389,14 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a preset on DATA's train split, validating on its dev split. Rerunning the "
                        "same command resumes from RUN/checkpoint. Multi-process: torchrun --nproc_per_node N -m halm "
                        "train ... (the global batch is the same as one process's).")
-    s.add_argument("--preset", required=True, help="model preset (see `halm presets`), e.g. gpt-s, gpt-l, whisper-gpt")
+    s.add_argument("--preset", required=True, help="model preset (see `halm presets`), e.g. gpt-s, gpt-l, whisper-gpt, "
+                   "t2a-s")
     s.add_argument("--data", required=True, help="a dataset made by `halm prepare`")
     s.add_argument("--out", required=True, help="run folder: config.json, checkpoint/, metrics.jsonl, tb/")
     s.add_argument("--steps", type=int, help="optimizer steps (default: the train config's 2000)")
     s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override model fields (n_layer=6, context=256, mel_zero=true, …) or train fields (lr=3e-4, "
-                   "batch_size=32, accum=2, amp=none, ema_decay=0.999, warmup_steps=…, eval_every=…, ckpt_every=…, "
-                   "threads=…, seed=…)")
+                   help="override model fields (n_layer=6, context=256, mel_zero=true; t2a: rr_weight=3.0, rr_pool=max, "
+                   "rr_on=cfg, cfg_dropout=0.1, cfg_mode=batch, pattern=delay, text_encoder=t5:DIR, text_dim=768, …) or "
+                   "train fields (lr=3e-4, batch_size=32, accum=2, amp=none, ema_decay=0.999, warmup_steps=…, "
+                   "eval_every=…, ckpt_every=…, threads=…, seed=…)")
+    s.add_argument("--mel", action="store_true", help="t2a presets: add the Whisper-GPT causal mel path (= --set mel=true)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_train)
 

@@ -111,6 +111,18 @@ def test_train_t2a_logs_cfg_and_rr_terms_then_eval_and_generate(t2a_data, tmp_pa
     assert bad.returncode != 0 and "--text" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_t2a_with_the_mel_path_trains_and_evaluates(t2a_data, tmp_path):
+    run = tmp_path / "mel"
+    cmd = [sys.executable, "-m", "halm", "train", "--preset", "tiny-t2a", "--mel", "--data", str(t2a_data), "--out",
+           str(run), "--steps", "3", "--json", "--set", "batch_size=2", "eval_every=3", "mel_d=16", "mel_heads=2"]
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert np.isfinite(r["val_nll"])
+    assert json.loads((run / "config.json").read_text())["model"]["mel"] is True
+    bad = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--mel", "--data",
+                          str(t2a_data), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "t2a" in bad.stderr
+
+
 def test_t2a_refuses_uncaptioned_items(t2a_data, minilm):
     from halm.data import open_dataset
     from halm.train import ItemCropSampler
