@@ -47,8 +47,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, E)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, E)
         drop = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
@@ -56,9 +55,12 @@ class SelfAttention(nn.Module):
             P = cache.pos
             if P + T > cache.max_steps:
                 raise ValueError(f"KV cache holds {cache.max_steps} steps; cannot add {T} to {P}")
-            cache.k[layer][:B, :, P:P + T] = k
-            cache.v[layer][:B, :, P:P + T] = v
-            k, v = cache.k[layer][:B, :, : P + T], cache.v[layer][:B, :, : P + T]  # (B, H, P+T, E)
+            ck, cv = cache.k[layer], cache.v[layer]
+            if B != ck.shape[0]:
+                ck, cv = ck[:B], cv[:B]
+            ck[:, :, P:P + T] = k
+            cv[:, :, P:P + T] = v
+            k, v = ck[:, :, : P + T], cv[:, :, : P + T]  # (B, H, P+T, E)
             if T == 1:  # one new step attends to everything stored: no mask needed
                 y = F.scaled_dot_product_attention(q, k, v)
             else:  # new step i (absolute P+i) may see keys 0..P+i
