@@ -105,6 +105,32 @@ def cmd_codec_train(args) -> int:
     return 0
 
 
+def cmd_judge_train(args) -> int:
+    from halm.judge import train_judge
+
+    r = train_judge(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                    heldout=args.heldout, progress=not args.json)
+    r.pop("log")
+    print(json.dumps(r) if args.json else f"wrote the judge to {args.out} ({r['clips']} clips, {r['steps']} steps, "
+          f"{r['train_seconds']:.0f} s)" + (f"; held-out R@1 {r['heldout']['r_at_1']:.2f}, R@5 {r['heldout']['r_at_5']:.2f}"
+                                              if "heldout" in r else ""))
+    return 0
+
+
+def cmd_judge_eval(args) -> int:
+    from halm.judge import evaluate_judge, load_judge
+
+    r = evaluate_judge(load_judge(args.judge), args.data, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['clips']} clips: text->audio R@1 {r['r_at_1']:.3f}, R@5 {r['r_at_5']:.3f} "
+              f"(chance R@1 {r['chance_r_at_1']:.3f})")
+        for k, v in r["attribute_accuracy"].items():
+            print(f"  {k:>18}: {100 * v:.1f}%")
+    return 0
+
+
 def cmd_codec_eval(args) -> int:
     from halm.audio.codec import Codec
     from halm.audio.codec_eval import evaluate_codec
@@ -337,6 +363,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npy", help="save the (T, r, n_mels) slices as float16 .npy here")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_mel)
+
+    s = sub.add_parser("judge", help="train or evaluate the text-audio judge (embeddings for FAD/CLAP, attribute classifiers)",
+                       description="halm's offline judge of generated audio: a CLAP-style audio encoder over log-mel "
+                       "with the frozen MiniLM text tower, plus one classifier per caption attribute (halm/judge.py).")
+    judge_sub = s.add_subparsers(dest="judge_command", metavar="ACTION", required=True)
+    c = judge_sub.add_parser("train", help="train a judge on captioned corpora (halm synth music / sfx)",
+                             description="Contrastive (InfoNCE) audio-caption training plus attribute heads; writes "
+                             "DIR/config.json, DIR/model.safetensors, DIR/train_log.jsonl.")
+    c.add_argument("--data", nargs="+", required=True, help="captioned sources (synth corpora or manifests)")
+    c.add_argument("--out", required=True, help="judge directory to write")
+    c.add_argument("--heldout", nargs="*", help="sources to report retrieval and attribute accuracy on")
+    c.add_argument("--steps", type=int, default=800, help="optimisation steps (default 800)")
+    c.add_argument("--batch-size", type=int, default=24, help="clips per step (default 24)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    c.set_defaults(func=cmd_judge_train)
+    c = judge_sub.add_parser("eval", help="held-out quality of a judge: text->audio R@1/R@5, attribute accuracy")
+    c.add_argument("--judge", help="judge directory (default: the one shipped with halm)")
+    c.add_argument("--data", nargs="+", required=True, help="captioned sources")
+    c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    c.set_defaults(func=cmd_judge_eval)
 
     s = sub.add_parser("codec", help="train or evaluate a neural codec",
                        description="halm's own EnCodec-architecture codec: train it on your audio, or evaluate any codec.")
