@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
 from halm import __version__
 
@@ -128,6 +129,22 @@ def cmd_judge_eval(args) -> int:
               f"(chance R@1 {r['chance_r_at_1']:.3f})")
         for k, v in r["attribute_accuracy"].items():
             print(f"  {k:>18}: {100 * v:.1f}%")
+    return 0
+
+
+def cmd_eval_t2a(args) -> int:
+    from halm.eval_t2a import eval_t2a
+
+    out = args.out or str(Path(args.run) / "eval_t2a")
+    r = eval_t2a(args.run, args.captions, out, n=args.n, cfg_coef=args.cfg, seed=args.seed, seconds=args.seconds,
+                 judge_dir=args.judge, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"FAD {r['fad']:.4f} ± {r['fad_std']:.4f}, KL {r['kl']:.3f}, CLAP {r['clap']:.3f} (reference "
+              f"{r['reference']['clap']:.3f}); controllability: " + ", ".join(
+                  f"{k} {100 * v:.0f}% (ref {100 * r['reference']['controllability'][k]:.0f}%)"
+                  for k, v in r["controllability"].items()) + f"\nreport: {out}/report.md")
     return 0
 
 
@@ -363,6 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npy", help="save the (T, r, n_mels) slices as float16 .npy here")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_mel)
+
+    s = sub.add_parser("eval-t2a", help="generate for a manifest's captions and score FAD / KL / CLAP / controllability",
+                       description="Generate one clip per caption of MANIFEST with a t2a run (batched, seeded) and score "
+                       "it against the manifest's reference audio in the judge's space (halm/eval_t2a.py).")
+    s.add_argument("--run", required=True, help="a t2a run folder")
+    s.add_argument("--captions", required=True, help="captioned source with reference audio (synth corpus or JSONL manifest)")
+    s.add_argument("--n", type=int, default=32, help="captions to use, the first N by id (default 32)")
+    s.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance coefficient (default 3.0)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same scores (default 0)")
+    s.add_argument("--seconds", type=float, help="seconds per generated clip (default: the judge's window, 6 s)")
+    s.add_argument("--judge", help="judge directory (default: the shipped halm judge)")
+    s.add_argument("--out", help="report folder (default RUN/eval_t2a): report.md, results.json, samples/, spectrograms.png")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_eval_t2a)
 
     s = sub.add_parser("judge", help="train or evaluate the text-audio judge (embeddings for FAD/CLAP, attribute classifiers)",
                        description="halm's offline judge of generated audio: a CLAP-style audio encoder over log-mel "

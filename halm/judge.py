@@ -141,6 +141,16 @@ def _sentence_embeddings(captions: list[str], name: str) -> torch.Tensor:
     return torch.cat(out)
 
 
+def clip_from_wav(wav: np.ndarray, sample_rate: int, text: str, attributes: dict, n_mels: int = 80, id: str = "") -> dict:
+    """A judge clip from audio in memory (e.g. a generated sample): mono, resampled to 16 kHz."""
+    from halm.audio import resample
+
+    wav = np.asarray(wav, dtype=np.float32)
+    wav = resample(wav.mean(0) if wav.ndim == 2 else wav, sample_rate, SAMPLE_RATE)
+    return {"id": id, "text": text, "mel": log_mel16(torch.from_numpy(np.ascontiguousarray(wav)), n_mels),
+            "attributes": attributes_of(attributes)}
+
+
 def load_clips(sources: list[str], n_mels: int, progress: bool = True) -> list[dict]:
     """Every captioned clip of the sources: log-mel at 16 kHz, caption, judged attributes."""
     from halm.audio import load_audio

@@ -56,3 +56,28 @@ def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
 def test_missing_judge_dir_says_how_to_make_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="halm judge train"):
         load_judge(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:FAD from")
+def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
+    from halm.eval_t2a import eval_t2a
+    from halm.judge import train_judge
+    from halm.train import train
+
+    corpus = str(t2a_data.parent / "sfx")
+    train_judge([corpus], str(tmp_path / "judge"), steps=3, batch_size=4, progress=False)
+    train("tiny-t2a", str(t2a_data), str(tmp_path / "run"), steps=2,
+          overrides=["batch_size=2", "eval_every=100"], progress=False)
+    kw = dict(n=4, seconds=1.0, judge_dir=str(tmp_path / "judge"), batch=2, progress=False)
+    a = eval_t2a(str(tmp_path / "run"), corpus, str(tmp_path / "report"), **kw)
+    assert {"fad", "kl", "clap", "controllability", "reference"} <= set(a)
+    assert set(a["reference"]) == {"clap", "controllability"} and "event" in a["controllability"]
+    assert a["fad"] >= 0 and a["kl"] >= 0 and -1 <= a["clap"] <= 1
+    assert (tmp_path / "report" / "report.md").exists() and len(list((tmp_path / "report" / "samples").glob("*.wav"))) == 4
+    b = eval_t2a(str(tmp_path / "run"), corpus, None, **kw)
+    assert a["fad"] == b["fad"] and a["clap"] == b["clap"]  # same seed, same clips, same scores
+    with pytest.raises(ValueError, match="t2a"):
+        from halm.train import train as _train
+
+        _train("tiny-gpt", str(t2a_data), str(tmp_path / "gpt"), steps=1, overrides=["batch_size=2"], progress=False)
+        eval_t2a(str(tmp_path / "gpt"), corpus, None, **kw)
