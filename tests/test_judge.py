@@ -81,3 +81,11 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
 
         _train("tiny-gpt", str(t2a_data), str(tmp_path / "gpt"), steps=1, overrides=["batch_size=2"], progress=False)
         eval_t2a(str(tmp_path / "gpt"), corpus, None, **kw)
+
+
+def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
+    judge = load_judge()
+    assert {"event", "n_events", "second_event", "instrument_family", "tempo", "drums"} <= set(judge.cfg.attributes)
+    mel = torch.full((2, judge.cfg.n_mels, 300), -3.0)
+    emb = judge.audio_embed(mel, torch.tensor([300, 150]))
+    assert emb.shape == (2, judge.cfg.dim) and torch.isfinite(emb).all()
