@@ -410,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     c.set_defaults(func=cmd_judge_train)
-    c = judge_sub.add_parser("eval", help="held-out quality of a judge: text->audio R@1/R@5, attribute accuracy")
+    c = judge_sub.add_parser("eval", help="held-out quality of a judge: text->audio R@1/R@5, attribute accuracy",
+                             description="Embed the captioned clips of DATA and their captions with the judge; report "
+                             "text->audio retrieval (R@1, R@5, chance) and each attribute head's accuracy.")
     c.add_argument("--judge", help="judge directory (default: the one shipped with halm)")
     c.add_argument("--data", nargs="+", required=True, help="captioned sources")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
