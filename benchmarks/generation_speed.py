@@ -31,15 +31,34 @@ def best_of(repeat: int, fn) -> float:
     return max(fn() for _ in range(repeat))
 
 
+def profile(n: int):
+    """Where a cached gpt-s step spends its time: operator self-times of n steps after a warm-up."""
+    from torch.profiler import profile as torch_profile
+
+    from halm.generate import generate
+    from halm.models import build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(*preset_config("gpt-s")).eval()
+    prompt = torch.randint(0, 1024, (1, 12))
+    generate(model, prompt, 20, top_k=250)
+    with torch_profile() as prof:
+        generate(model, prompt, n, top_k=250)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=500, help="tokens to generate (default 500, within the context)")
     p.add_argument("--prompt", type=int, default=12, help="prompt tokens (default 12)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--repeat", type=int, default=3, help="runs per mode; the best is reported (default 3)")
+    p.add_argument("--profile", type=int, metavar="N", help="instead: profile N cached gpt-s steps (torch.profiler table)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        return profile(args.profile)
     from halm.audio import MelConfig
     from halm.audio.codec import Codec
     from halm.audio.codec_mel import ClosedLoopMel

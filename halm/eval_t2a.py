@@ -28,7 +28,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True) -> dict:
     from halm.data import open_source
     from halm.generate import text_to_audio
-    from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_clips, load_judge
+    from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_judge
     from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, kl_divergence
     from halm.train import load_run
 
@@ -39,9 +39,12 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     items = sorted((it for it in open_source(captions) if (it.text or "").strip()), key=lambda it: it.id)[:n]
     if len(items) < 2:
         raise ValueError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
-    ref = load_clips([captions], judge.cfg.n_mels, progress=False)
-    by_id = {c["id"]: c for c in ref}
-    ref = [by_id[it.id] for it in items]
+    from halm.audio import load_audio
+
+    ref = []  # only the N scored reference clips are read
+    for it in items:
+        wav, sr = load_audio(it.path)
+        ref.append(clip_from_wav(wav, sr, it.text, it.attributes, judge.cfg.n_mels, it.id))
     seconds = seconds or judge.cfg.seconds
     gen, wavs = [], []
     from tqdm import tqdm

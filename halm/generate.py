@@ -103,13 +103,9 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
     return toks
 
 
-def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
-                          codec=None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                          use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
-    """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens."""
-    from halm.audio import MelConfig, causal_log_mel, resample
+def codec_of_run(run_config: dict, codec=None):
+    """The codec a run was trained with (loaded by name unless given); refuses a codec with other weights."""
     from halm.audio.codec import Codec, CodecError
-    from halm.audio.codec_mel import ClosedLoopMel
 
     info = run_config["data"]["codec"]
     if codec is None:
@@ -117,9 +113,27 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     if codec.info().weights_sha256 != info["weights_sha256"]:
         raise CodecError(f"codec {codec.name} is not the one the run was trained with ({info['name']}, "
                          f"weights {info['weights_sha256']})")
+    return codec
+
+
+def _mono_at_codec_rate(wav: np.ndarray, sr: int, codec) -> np.ndarray:
+    """Prompt audio (N,) or (C, N) at any rate -> (1, N) mono at the codec's rate."""
+    from halm.audio import resample
+
+    wav = resample(np.asarray(wav, dtype=np.float32), sr, codec.sample_rate)
+    return wav.mean(0, keepdims=True) if wav.ndim == 2 else wav[None]
+
+
+def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
+                          codec=None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                          use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
+    """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens."""
+    from halm.audio import MelConfig, causal_log_mel
+    from halm.audio.codec_mel import ClosedLoopMel
+
+    codec = codec_of_run(run_config, codec)
     mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
-    wav = resample(np.asarray(prompt_wav, dtype=np.float32), prompt_sr, codec.sample_rate)
-    wav = wav.mean(0, keepdims=True) if wav.ndim == 2 else wav[None]  # (1, N) mono
+    wav = _mono_at_codec_rate(prompt_wav, prompt_sr, codec)  # (1, N)
     x = torch.from_numpy(wav)[None]  # (1, 1, N)
     prompt = codec.encode(x, codec.sample_rate)[:, 0].cpu()  # (1, T0) coarse codes
     mel = None
@@ -212,20 +226,16 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
             frame_mel[:, :T0] = prompt_mel.to(device)[:, :T0]
         mel_frame = patterns.mel_frame_of_step(cfg.pattern, K, n_frames).to(device)  # (S,)
         have = T0 if prompt_mel is not None else 0  # frames of frame_mel filled
+        coarse_steps = (table[0] >= 0).nonzero()[:, 0]  # (T,) the step holding codebook 0 of each frame
 
         def mel_for(a: int, b: int):
             nonlocal have
             need = int(mel_frame[b - 1])
             while have <= need:  # codebook 0 of frames <= need is known by step b-1 (the pattern guarantees it)
-                coarse = revert_coarse(seq, have + 1)
-                frame_mel[:, have] = mel_fn(coarse).to(device)
+                frame_mel[:, have] = mel_fn(seq[:, 0, coarse_steps[: have + 1]]).to(device)  # coarse (B, have+1)
                 have += 1
             f = mel_frame[a:b]
             return frame_mel[:, f.clamp(min=0)] * (f >= 0).float()[None, :, None, None]
-
-    def revert_coarse(sq, n):  # codebook 0 of frames 0..n-1 -> (B, n)
-        steps = (table[0] >= 0) & (table[0] < n)
-        return sq[:, 0][:, steps]
 
     enc = model.condition(text_emb.to(device), text_mask.to(device))
     null = model.null_condition(B, device) if cfg_coef != 1.0 else None
@@ -266,17 +276,11 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     With prompt_wav, each caption's audio continues the prompt (its codes are teacher-forced).
     Returns codes (B, K, T), audio (B, N) float32, sample_rate, and the speed figures.
     """
-    from halm.audio import MelConfig, causal_log_mel, resample
-    from halm.audio.codec import Codec, CodecError
+    from halm.audio import MelConfig, causal_log_mel
     from halm.audio.codec_mel import ClosedLoopMel
     from halm.models.text import load_text_encoder
 
-    info = run_config["data"]["codec"]
-    if codec is None:
-        codec = Codec.load(info["name"])
-    if codec.info().weights_sha256 != info["weights_sha256"]:
-        raise CodecError(f"codec {codec.name} is not the one the run was trained with ({info['name']}, "
-                         f"weights {info['weights_sha256']})")
+    codec = codec_of_run(run_config, codec)
     device = next(model.parameters()).device
     if encoder is None:
         encoder = load_text_encoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens)
@@ -288,8 +292,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
         mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
         closed = ClosedLoopMel(codec, mel_cfg, window)
     if prompt_wav is not None:
-        wav = resample(np.asarray(prompt_wav, dtype=np.float32), prompt_sr, codec.sample_rate)
-        wav = wav.mean(0, keepdims=True) if wav.ndim == 2 else wav[None]  # (1, N) mono
+        wav = _mono_at_codec_rate(prompt_wav, prompt_sr, codec)  # (1, N)
         codes = codec.encode(torch.from_numpy(wav)[None], codec.sample_rate)[:, : model.cfg.n_q].cpu()  # (1, K, T0)
         prompt = codes.expand(B, -1, -1)
         n_frames = prompt.shape[2] + n_frames

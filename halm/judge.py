@@ -161,9 +161,8 @@ def load_clips(sources: list[str], n_mels: int, progress: bool = True) -> list[d
     for it in tqdm(items, desc="judge: log-mel", disable=not progress, dynamic_ncols=True):
         if not (it.text or "").strip():
             continue
-        wav, _ = load_audio(it.path, sample_rate=SAMPLE_RATE)
-        clips.append({"id": it.id, "text": it.text, "mel": log_mel16(torch.from_numpy(wav.mean(0)), n_mels),
-                      "attributes": attributes_of(it.attributes)})
+        wav, sr = load_audio(it.path)
+        clips.append(clip_from_wav(wav, sr, it.text, it.attributes, n_mels, it.id))
     if not clips:
         raise ValueError(f"{sources}: no captioned clips")
     return clips
@@ -228,6 +227,7 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
     n_frames = int(cfg.seconds * SAMPLE_RATE / HOP)
     labels = {k: torch.tensor([vals.index(c["attributes"][k]) if k in c["attributes"] else -100 for c in clips])
               for k, vals in cfg.attributes.items()}
+    caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1])
     log, t0 = [], time.perf_counter()
     bar = tqdm(range(steps), desc="judge train", disable=not progress, dynamic_ncols=True)
     judge.train()
@@ -240,7 +240,7 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         a, t = F.normalize(z, dim=-1), judge.text_embed(sentences[idx])
         logits = judge.logit_scale.exp().clamp(max=100) * a @ t.T
         # captions repeat (same attributes, same words): identical captions are all positives
-        same = torch.tensor([[clips[i]["text"] == clips[j]["text"] for j in idx] for i in idx], dtype=torch.float32)
+        same = (caption_id[idx][:, None] == caption_id[idx][None, :]).float()
         target = same / same.sum(1, keepdim=True)
         contrastive = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
         attr = sum(F.cross_entropy(head(a), labels[k][idx], ignore_index=-100) for k, head in judge.heads.items()

@@ -90,7 +90,19 @@ class TrainConfig:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-class CropSampler:
+class _SeededSampler:
+    """A crop sampler's whole state is its numpy generator (saved in checkpoints as a JSON string)."""
+
+    rng: np.random.Generator
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, s: str):
+        self.rng.bit_generator.state = json.loads(s)
+
+
+class CropSampler(_SeededSampler):
     """Random crops of `length` steps from the concatenated items of one split.
 
     Returns tokens (b, length) int64 from codebook 0, mel (b, length, r, M) float32 if asked, and the
@@ -133,14 +145,9 @@ class CropSampler:
             batch["mel"] = torch.from_numpy(mel)
         return batch
 
-    def state(self) -> str:
-        return json.dumps(self.rng.bit_generator.state)
-
-    def set_state(self, s: str):
-        self.rng.bit_generator.state = json.loads(s)
 
 
-class ItemCropSampler:
+class ItemCropSampler(_SeededSampler):
     """Crops of `frames` frames (n_q codebooks) inside one item, with its caption (text-conditioned LMs).
 
     draw(n) -> (n, 3) int64 rows [item, start, drop]; read(rows) -> codes (b, K, frames) int64, lengths (b,),
@@ -191,11 +198,6 @@ class ItemCropSampler:
             batch["mel"] = torch.from_numpy(mel)
         return batch
 
-    def state(self) -> str:
-        return json.dumps(self.rng.bit_generator.state)
-
-    def set_state(self, s: str):
-        self.rng.bit_generator.state = json.loads(s)
 
 
 def has_native_bf16(device: torch.device) -> bool:
@@ -409,9 +411,8 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
     n_params = count_params(model)
     core = _LossModule(model)
     if world > 1:
-        # t2a: the text projection is unused on CFG steps and the null condition on the others
         core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
-                                                   find_unused_parameters=family == "t2a")
+                                                   find_unused_parameters=getattr(model, "some_params_unused", False))
     use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     writer = None

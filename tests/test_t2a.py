@@ -213,18 +213,20 @@ def test_loss_terms_follow_the_cfg_decision():
 
 
 def test_rr_gradient_reaches_the_lm_not_the_text():
-    model = tiny().train()
     emb, mask = text(3)
     emb.requires_grad_(True)
     batch = {"codes": torch.randint(0, 1024, (3, 4, 16)), "text_emb": emb, "text_mask": mask,
              "drop": torch.ones(3, dtype=torch.bool)}
-    _, ex = model.loss(batch)
-    ce_only, _ = tiny(rr_weight=0.0).train().loss(batch)
-    # the same weights (same seed): the total differs by exactly rr_weight * L_rr
-    total, _ = model.loss(batch)
+    with_rr, without = tiny().train(), tiny(rr_weight=0.0).train()  # the same weights (same seed)
+    total, ex = with_rr.loss(batch)
+    ce_only, _ = without.loss(batch)
     assert total.item() - ce_only.item() == pytest.approx(3.0 * ex["l_rr"].item(), rel=1e-4)
     total.backward()
-    assert emb.grad is None or emb.grad.abs().sum() == 0  # dropped rows: the text reaches neither CE nor RR
+    ce_only.backward()
+    w = "stack.blocks.0.mlp.fc.weight"
+    grad = dict(with_rr.named_parameters())[w].grad - dict(without.named_parameters())[w].grad
+    assert grad.abs().max() > 1e-7  # RR moves the LM's weights...
+    assert emb.grad is None or emb.grad.abs().sum() == 0  # ...and never the text (dropped rows, detached T)
 
 
 # ---- sampling -----------------------------------------------------------------------------------

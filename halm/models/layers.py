@@ -36,6 +36,22 @@ class KVCache:
         self.pos = 0
 
 
+class HybridCache:
+    """The decoder stack's KV cache and, for models with the mel path, the mel path's; they advance together."""
+
+    def __init__(self, decoder: KVCache, mel: KVCache | None = None):
+        self.decoder, self.mel = decoder, mel
+
+    @property
+    def pos(self) -> int:
+        return self.decoder.pos
+
+    def reset(self):
+        self.decoder.reset()
+        if self.mel is not None:
+            self.mel.reset()
+
+
 class SelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
         super().__init__()

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from halm.models import patterns
-from halm.models.layers import CausalStack, KVCache, init_weights
+from halm.models.layers import CausalStack, HybridCache, init_weights
 
 
 @dataclass
@@ -90,22 +90,6 @@ class T2AConfig:
         return asdict(self)
 
 
-class T2ACache:
-    """Decoder KV cache (with the text keys/values) and, with `mel`, the mel path's cache."""
-
-    def __init__(self, decoder: KVCache, mel: KVCache | None):
-        self.decoder, self.mel = decoder, mel
-
-    @property
-    def pos(self) -> int:
-        return self.decoder.pos
-
-    def reset(self):
-        self.decoder.reset()
-        if self.mel is not None:
-            self.mel.reset()
-
-
 def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """x (B, N, D), mask (B, N) bool -> (B, D): max or mean over the masked-in positions."""
     m = mask[..., None]
@@ -137,6 +121,7 @@ def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 class T2A(nn.Module):
     family = "t2a"
+    some_params_unused = True  # per step: the text projection on CFG steps, the null condition on the others (DDP)
 
     def __init__(self, cfg: T2AConfig):
         super().__init__()
@@ -157,8 +142,8 @@ class T2A(nn.Module):
     def uses_mel(self) -> bool:
         return self.cfg.mel
 
-    def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> T2ACache:
-        return T2ACache(self.stack.new_cache(batch, max_steps, device=device),
+    def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> HybridCache:
+        return HybridCache(self.stack.new_cache(batch, max_steps, device=device),
                         self.mel_path.new_cache(batch, max_steps, device=device) if self.cfg.mel else None)
 
     # ---- conditioning -------------------------------------------------------------------------
@@ -184,7 +169,7 @@ class T2A(nn.Module):
 
     # ---- forward --------------------------------------------------------------------------------
     def hidden(self, inputs: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, mel: torch.Tensor | None = None,
-               cache: T2ACache | None = None) -> torch.Tensor:
+               cache: HybridCache | None = None) -> torch.Tensor:
         """inputs (B, K, S) pattern tokens (SPECIAL allowed), ctx (B, L, D) -> hidden states (B, S, D)."""
         B, K, S = inputs.shape
         if K != self.cfg.n_q:
@@ -203,7 +188,7 @@ class T2A(nn.Module):
         return torch.stack([head(h) for head in self.heads], dim=1)
 
     def forward(self, inputs: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, mel: torch.Tensor | None = None,
-                cache: T2ACache | None = None) -> torch.Tensor:
+                cache: HybridCache | None = None) -> torch.Tensor:
         return self.logits(self.hidden(inputs, ctx, ctx_mask, mel, cache))
 
     # ---- training -------------------------------------------------------------------------------

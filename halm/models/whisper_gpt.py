@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from halm.models.gpt import next_token_loss
-from halm.models.layers import CausalStack, KVCache, init_weights
+from halm.models.layers import CausalStack, HybridCache, init_weights
 
 
 @dataclass
@@ -45,21 +45,6 @@ class WhisperGPTConfig:
         return asdict(self)
 
 
-class HybridCache:
-    """One KV cache for the mel path and one for the decoder stack; they advance together."""
-
-    def __init__(self, mel: KVCache, decoder: KVCache):
-        self.mel, self.decoder = mel, decoder
-
-    @property
-    def pos(self) -> int:
-        return self.decoder.pos
-
-    def reset(self):
-        self.mel.reset()
-        self.decoder.reset()
-
-
 class WhisperGPT(nn.Module):
     family = "whisper_gpt"
     uses_mel = True
@@ -76,8 +61,8 @@ class WhisperGPT(nn.Module):
         init_weights(self, cfg.n_layer)
 
     def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> HybridCache:
-        return HybridCache(self.mel_path.new_cache(batch, max_steps, device=device),
-                           self.stack.new_cache(batch, max_steps, device=device))
+        return HybridCache(self.stack.new_cache(batch, max_steps, device=device),
+                           self.mel_path.new_cache(batch, max_steps, device=device))
 
     def forward(self, tokens: torch.Tensor, mel: torch.Tensor, cache: HybridCache | None = None) -> torch.Tensor:
         """tokens (B, T) int64, mel (B, T, r, M) -> logits (B, T, V); position t predicts token t+1."""
