@@ -137,10 +137,12 @@ def cmd_eval_t2a(args) -> int:
 
     out = args.out or str(Path(args.run) / "eval_t2a")
     r = eval_t2a(args.run, args.captions, out, n=args.n, cfg_coef=args.cfg, seed=args.seed, seconds=args.seconds,
-                 judge_dir=args.judge, progress=not args.json)
+                 judge_dir=args.judge, progress=not args.json, fad_model=args.fad_model, kl_model=args.kl_model,
+                 clap_model=args.clap_model)
     if args.json:
         print(json.dumps(r))
     else:
+        print(", ".join(f"{k.upper()} by {v}" for k, v in r["models"].items()))
         print(f"FAD {r['fad']:.4f} ± {r['fad_std']:.4f}, KL {r['kl']:.3f}, CLAP {r['clap']:.3f} (reference "
               f"{r['reference']['clap']:.3f}); controllability: " + ", ".join(
                   f"{k} {100 * v:.0f}% (ref {100 * r['reference']['controllability'][k]:.0f}%)"
@@ -391,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same scores (default 0)")
     s.add_argument("--seconds", type=float, help="seconds per generated clip (default: the judge's window, 6 s)")
     s.add_argument("--judge", help="judge directory (default: the shipped halm judge)")
+    s.add_argument("--fad-model", default="judge", metavar="SPEC",
+                   help="embeddings for FAD: judge (default), vggish:FILE (torchvggish's vggish-10086976.pth), "
+                   "clap:DIR (Hugging Face CLAP folder) or laion-clap:FILE (needs the laion_clap package)")
+    s.add_argument("--kl-model", default="judge", metavar="SPEC",
+                   help="label posteriors for KL: judge (default: its attribute heads) or ast:DIR (Hugging Face AST "
+                   "AudioSet classifier folder, 527 sigmoid labels)")
+    s.add_argument("--clap-model", default="judge", metavar="SPEC",
+                   help="joint text-audio space for the CLAP score: judge (default), clap:DIR or laion-clap:FILE")
     s.add_argument("--out", help="report folder (default RUN/eval_t2a): report.md, results.json, samples/, spectrograms.png")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_eval_t2a)

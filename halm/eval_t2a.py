@@ -13,6 +13,11 @@ embedding space (halm.judge; the shipped one unless --judge):
 - clap: mean cosine between each caption's text embedding and its generated clip's audio embedding;
 - controllability: per attribute, the share of generated clips the judge classifies as the caption says;
 - reference: clap and controllability of the reference clips themselves (the ceilings).
+Pretrained scorers replace the judge for one score each when their weights are on disk
+(halm/metrics/external.py): `fad_model` vggish:FILE | clap:DIR | laion-clap:FILE, `kl_model` ast:DIR,
+`clap_model` clap:DIR | laion-clap:FILE. `models` in the result names the scorer of each score; when
+any is not the judge, the judge's own three scores are kept under `judge` (controllability is always
+the judge's).
 Writes OUT/report.md, OUT/results.json, OUT/samples/*.wav and OUT/spectrograms.png (first 4 pairs).
 """
 
@@ -25,10 +30,12 @@ import numpy as np
 
 
 def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_coef: float = 3.0, seed: int = 0,
-             seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True) -> dict:
+             seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
+             fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge") -> dict:
     from halm.data import open_source
     from halm.generate import text_to_audio
     from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_judge
+    from halm.metrics.external import load_scorer
     from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, kl_divergence
     from halm.train import load_run
 
@@ -36,15 +43,18 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     if rc["family"] != "t2a":
         raise ValueError(f"{run} is a {rc['family']} run; eval-t2a scores text-to-audio runs")
     judge = load_judge(judge_dir)
+    models = {"fad": fad_model or "judge", "kl": kl_model or "judge", "clap": clap_model or "judge"}
+    scorers = {role: load_scorer(spec, role) for role, spec in models.items()}  # fail early, before generating
     items = sorted((it for it in open_source(captions) if (it.text or "").strip()), key=lambda it: it.id)[:n]
     if len(items) < 2:
         raise ValueError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
     from halm.audio import load_audio
 
-    ref = []  # only the N scored reference clips are read
+    ref, ref_wavs = [], []  # only the N scored reference clips are read
     for it in items:
         wav, sr = load_audio(it.path)
         ref.append(clip_from_wav(wav, sr, it.text, it.attributes, judge.cfg.n_mels, it.id))
+        ref_wavs.append((wav, sr))
     seconds = seconds or judge.cfg.seconds
     gen, wavs = [], []
     from tqdm import tqdm
@@ -67,12 +77,26 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     fad = fad_bootstrap(ref_emb.numpy(), gen_emb.numpy(), n_boot=100, seed=seed)
     kls = {k: kl_divergence(ref_post[k].numpy(), gen_post[k].numpy()) for k in targets}
     result = {"run": str(run), "captions": str(captions), "n": len(items), "cfg": cfg_coef, "seed": seed,
-              "seconds": seconds, "judge": str(judge_dir or "halm-small"),
+              "seconds": seconds, "judge_dir": str(judge_dir or "halm-small"),
               "fad": fad["fad"], "fad_std": fad["std"], "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
               "clap": clap_score(text.numpy(), gen_emb.numpy()),
               "controllability": attribute_accuracy(predicted(gen_post), targets),
               "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()),
                             "controllability": attribute_accuracy(predicted(ref_post), targets)}}
+    if any(scorers.values()):
+        result["judge"] = {k: result[k] for k in ("fad", "fad_std", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
+        gen_wavs = [(w, sr) for _, w, sr in wavs]
+        if s := scorers["fad"]:
+            f = fad_bootstrap(s.frame_embeddings(ref_wavs), s.frame_embeddings(gen_wavs), n_boot=100, seed=seed)
+            result.update(fad=f["fad"], fad_std=f["std"])
+        if s := scorers["kl"]:
+            result.update(kl=kl_divergence(s.posteriors(ref_wavs), s.posteriors(gen_wavs), multilabel=s.multilabel))
+            result.pop("kl_per_attribute")
+        if s := scorers["clap"]:
+            t = s.text_embeddings([it.text for it in items])
+            result["clap"] = clap_score(t, s.clip_embeddings(gen_wavs))
+            result["reference"]["clap"] = clap_score(t, s.clip_embeddings(ref_wavs))
+    result["models"] = {role: (s.name if s else f"judge:{judge_dir or 'halm-small'}") for role, s in scorers.items()}
     if out:
         _write_report(Path(out), result, wavs, ref, gen)
     return result
@@ -89,13 +113,13 @@ def _write_report(out: Path, r: dict, wavs, ref, gen):
     plot_spectrogram_pairs(rows, out / "spectrograms.png", ("reference", "generated"))
     lines = [f"# eval-t2a: {r['run']}", "",
              f"{r['n']} captions of {r['captions']}, CFG {r['cfg']}, seed {r['seed']}, {r['seconds']} s each; judge "
-             f"{r['judge']} (halm/judge.py).", "",
-             "| metric | generated | reference (ceiling) |", "|---|---|---|",
-             f"| FAD (judge embeddings) | {r['fad']:.4f} ± {r['fad_std']:.4f} | 0 |",
-             f"| KL(ref ‖ gen), attribute posteriors | {r['kl']:.3f} | 0 |",
-             f"| CLAP score (judge space) | {r['clap']:.3f} | {r['reference']['clap']:.3f} |"]
+             f"{r['judge_dir']} (halm/judge.py).", "",
+             "| metric | scorer | generated | reference (ceiling) |", "|---|---|---|---|",
+             f"| FAD | {r['models']['fad']} | {r['fad']:.4f} ± {r['fad_std']:.4f} | 0 |",
+             f"| KL(ref ‖ gen) | {r['models']['kl']} | {r['kl']:.3f} | 0 |",
+             f"| CLAP score | {r['models']['clap']} | {r['clap']:.3f} | {r['reference']['clap']:.3f} |"]
     for k, v in r["controllability"].items():
-        lines.append(f"| controllability: {k} | {100 * v:.1f}% | {100 * r['reference']['controllability'][k]:.1f}% |")
+        lines.append(f"| controllability: {k} | judge | {100 * v:.1f}% | {100 * r['reference']['controllability'][k]:.1f}% |")
     lines += ["", "![reference vs generated](spectrograms.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(r, indent=2) + "\n")

@@ -51,3 +51,46 @@ def tiny_t2a_dataset(root, minutes: float = 0.6, seed: int = 5):
     prepare(str(root / "sfx"), root / "data", PrepareConfig(codec="halm-small", shard_size=8, test_share=0.2,
                                                                 dev_share=0.2, require_text=True), progress=False)
     return root / "data"
+
+
+def tiny_vggish_file(path, seed: int = 0):
+    """A small random VGGish saved as a state dict in torchvggish's layout (+ its PCA keys, to be ignored)."""
+    from halm.metrics.external import VGGish
+
+    torch.manual_seed(seed)
+    state = VGGish(channels=(4, 8, 8, 8, 16, 16), hidden=32, dim=12).state_dict()
+    state["pproc.pca_matrix"], state["pproc.pca_means"] = torch.eye(12), torch.zeros(12, 1)
+    torch.save(state, path)
+    return path
+
+
+def tiny_clap_dir(path, seed: int = 0):
+    """A tiny random Hugging Face CLAP (unfused HTSAT + RoBERTa) with its feature extractor and a tokenizer."""
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    from halm.models.text import load_text_encoder
+
+    torch.manual_seed(seed)
+    tok = load_text_encoder("minilm").tokenizer
+    text = dict(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                max_position_embeddings=64, projection_dim=16)
+    audio = dict(spec_size=64, num_mel_bins=16, patch_size=4, patch_stride=(4, 4), window_size=4, depths=[1, 1],
+                 num_attention_heads=[1, 2], patch_embeds_hidden_size=8, hidden_size=16, projection_dim=16,
+                 enable_fusion=False)
+    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=16)).save_pretrained(path)
+    ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=2,
+                         fft_window_size=256).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_ast_dir(path, seed: int = 0, labels: int = 5):
+    """A tiny random Hugging Face AST audio classifier with its feature extractor."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    torch.manual_seed(seed)
+    ASTForAudioClassification(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                        num_mel_bins=32, max_length=64, patch_size=16, frequency_stride=16,
+                                        time_stride=16, num_labels=labels)).save_pretrained(path)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(path)
+    return path

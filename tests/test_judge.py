@@ -76,6 +76,17 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
     assert (tmp_path / "report" / "report.md").exists() and len(list((tmp_path / "report" / "samples").glob("*.wav"))) == 4
     b = eval_t2a(str(tmp_path / "run"), corpus, None, **kw)
     assert a["fad"] == b["fad"] and a["clap"] == b["clap"]  # same seed, same clips, same scores
+    assert a["models"] == {k: f"judge:{tmp_path / 'judge'}" for k in ("fad", "kl", "clap")} and "judge" not in a
+    # pretrained scorers (tiny random weights in the official layouts) replace the judge score by score
+    from tests.helpers import tiny_ast_dir, tiny_clap_dir, tiny_vggish_file
+
+    ext = dict(fad_model=f"vggish:{tiny_vggish_file(tmp_path / 'v.pth')}", kl_model=f"ast:{tiny_ast_dir(tmp_path / 'ast')}",
+               clap_model=f"clap:{tiny_clap_dir(tmp_path / 'clap')}")
+    c = eval_t2a(str(tmp_path / "run"), corpus, str(tmp_path / "report2"), **kw, **ext)
+    assert c["models"] == {"fad": "vggish:v.pth", "kl": "ast:ast", "clap": "clap:clap"}
+    assert c["judge"]["fad"] == a["fad"] and c["judge"]["clap"] == a["clap"] and c["controllability"] == a["controllability"]
+    assert c["fad"] != a["fad"] and c["kl"] >= 0 and -1 <= c["clap"] <= 1 and -1 <= c["reference"]["clap"] <= 1
+    assert "vggish:v.pth" in (tmp_path / "report2" / "report.md").read_text()
     train("tiny-gpt", str(t2a_data), str(tmp_path / "gpt"), steps=1, overrides=["batch_size=2"], progress=False)
     with pytest.raises(ValueError, match="t2a"):
         eval_t2a(str(tmp_path / "gpt"), corpus, None, **kw)
