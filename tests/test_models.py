@@ -31,7 +31,7 @@ def _inputs(B=2, T=40, V=1024, r=2, M=80, seed=0):
 @pytest.mark.parametrize("preset", ["tiny-gpt", "tiny-whisper-gpt"])
 def test_cached_step_by_step_logits_equal_full_forward(preset):
     torch.manual_seed(0)
-    family, cfg = preset_config(preset)
+    family, cfg = preset_config(preset, ["fuse_init=random"] if "whisper" in preset else [])  # the mel matters from step 0
     model = build_model(family, cfg).eval()
     tokens, mel = _inputs()
     mel = mel if model.uses_mel else None
@@ -48,7 +48,7 @@ def test_cached_step_by_step_logits_equal_full_forward(preset):
 
 def test_hybrid_logits_never_see_future_mel_or_tokens():
     torch.manual_seed(0)
-    model = build_model(*preset_config("tiny-whisper-gpt")).eval()
+    model = build_model(*preset_config("tiny-whisper-gpt", ["fuse_init=random"])).eval()
     tokens, mel = _inputs(B=1, T=30)
     t2, m2 = tokens.clone(), mel.clone()
     t2[:, 20:] = (t2[:, 20:] + 1) % 1024
@@ -57,11 +57,27 @@ def test_hybrid_logits_never_see_future_mel_or_tokens():
         a, b = model(tokens, mel), model(t2, m2)
     torch.testing.assert_close(a[:, :20], b[:, :20], atol=0, rtol=0)
     assert (a[:, 20:] - b[:, 20:]).abs().max() > 1e-3  # and it does use the mel / tokens at t >= 20
+    with torch.no_grad():
+        assert (model(tokens, m2)[:, 20:] - a[:, 20:]).abs().max() > 1e-3  # the mel alone changes them
 
+
+def test_identity_fusion_starts_as_the_token_gpt_and_learns_the_mel():
+    torch.manual_seed(0)
+    _, cfg = preset_config("tiny-whisper-gpt")
+    assert cfg.fuse_init == "identity"
+    hybrid = build_model("whisper_gpt", cfg)
+    gpt = build_model(*preset_config("tiny-gpt", [f"d_model={cfg.d_model}", f"n_layer={cfg.n_layer}",
+                                                  f"n_head={cfg.n_head}", f"context={cfg.context}"]))
+    gpt.load_state_dict({k: v for k, v in hybrid.state_dict().items() if k.startswith(("wte", "stack", "head"))})
+    tokens, mel = _inputs(B=2, T=30, r=cfg.frames_per_token, M=cfg.n_mels)
+    torch.testing.assert_close(hybrid(tokens, mel), gpt(tokens), atol=1e-6, rtol=0)
+    loss, _ = hybrid.loss({"tokens": tokens, "mel": mel})
+    loss.backward()
+    assert hybrid.fuse.weight.grad[:, cfg.d_token:].abs().max() > 0  # the mel part of the fusion learns from step 0
 
 def test_mel_zero_ablation_ignores_the_mel():
     torch.manual_seed(0)
-    family, cfg = preset_config("tiny-whisper-gpt", ["mel_zero=true"])
+    family, cfg = preset_config("tiny-whisper-gpt", ["mel_zero=true", "fuse_init=random"])
     model = build_model(family, cfg).eval()
     tokens, mel = _inputs(B=1, T=16)
     with torch.no_grad():

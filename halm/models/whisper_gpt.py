@@ -34,12 +34,18 @@ class WhisperGPTConfig:
     mel_heads: int = 4
     mel_d: int = 96
     mel_zero: bool = False  # ablation: the mel input is replaced by zeros (same parameters, no mel information)
+    # "identity": the fusion starts as [I | 0] (token part identity, mel part zero), so the hybrid starts
+    # as the token-only GPT and learns to use the mel; "random": GPT-2 init like every other linear
+    # (runs before 2026-11-21 used it; it sits on a plateau for its first ~40 steps)
+    fuse_init: str = "identity"
     dropout: float = 0.0
 
     def __post_init__(self):
         for d, h in ((self.d_model, self.n_head), (self.mel_d, self.mel_heads)):
             if d % h:
                 raise ValueError(f"width {d} must be divisible by its head count {h}")
+        if self.fuse_init not in ("identity", "random"):
+            raise ValueError(f"fuse_init must be identity or random, not {self.fuse_init!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +65,10 @@ class WhisperGPT(nn.Module):
         self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         init_weights(self, cfg.n_layer)
+        if cfg.fuse_init == "identity":
+            with torch.no_grad():
+                self.fuse.weight.zero_()
+                nn.init.eye_(self.fuse.weight[:, :cfg.d_token])  # (D, Dt): identity (truncated if D != Dt)
 
     def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> HybridCache:
         return HybridCache(self.stack.new_cache(batch, max_steps, device=device),
