@@ -63,31 +63,45 @@ def run_all(args) -> dict:
             results["data"], results["captions"] = str(Path(args.data).resolve()), str(args.captions)
             results_path.write_text(json.dumps(results, indent=2) + "\n")
             print(json.dumps(row), flush=True)
-    (out / "table.md").write_text(table(results, args.name) + "\n")
+    (out / "table.md").write_text(table(results, args.name, out) + "\n")
     return results
 
 
-def table(results: dict, name: str) -> str:
+def train_l_rr(run: Path) -> float:
+    """Mean L_rr over the CFG steps of the second half of training (logged without gradient when rr_weight=0)."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    last = max(r["step"] for r in rows)
+    v = [r["l_rr"] for r in rows if "l_rr" in r and r["step"] > last / 2]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def table(results: dict, name: str, root: Path | None = None) -> str:
+    """Mean ± sample std over seeds. Δ NLL: paired with the no-RR run of the same seed (same crops, same
+    CFG steps), so the seed-to-seed spread of the data order cancels. L_rr (train): see train_l_rr."""
     by: dict[str, list[dict]] = {}
     for row in results["runs"].values():
         by.setdefault(row["setting"], []).append(row)
+    base = {r["seed"]: r["nll"] for r in by.get("none", [])}
 
     def ms(values, fmt, scale=1.0):
         v = np.asarray(values, dtype=float) * scale
-        return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v[0]:{fmt}}"
+        return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt.lstrip('+')}}" if len(v) > 1 else f"{v[0]:{fmt}}"
 
     attrs = sorted({a for rows in by.values() for r in rows for a in r["controllability"]})
-    lines = [f"| {name} | NLL | NLL, null cond. | FAD | KL | CLAP | " + " | ".join(attrs) + " | seeds |",
-             "|---" * (7 + len(attrs)) + "|"]
+    lines = [f"| {name} | NLL | Δ NLL vs no RR | NLL, null cond. | L_rr (train) | FAD | KL | CLAP | " + " | ".join(attrs)
+             + " | seeds |", "|---" * (9 + len(attrs)) + "|"]
     for s in [x for x in SETTINGS if x in by]:
         rows = by[s]
         ctl = " | ".join(ms([r["controllability"][a] for r in rows], ".0f", 100) for a in attrs)
-        lines.append(f"| {LABELS[s]} | {ms([r['nll'] for r in rows], '.3f')} | {ms([r['nll_uncond'] for r in rows], '.3f')} | "
+        paired = [r["nll"] - base[r["seed"]] for r in rows if r["seed"] in base]
+        delta = "—" if s == "none" or not paired else ms(paired, "+.4f")
+        lrr = ms([train_l_rr(root / s / f"seed{r['seed']}") for r in rows], ".4f") if root else "—"
+        lines.append(f"| {LABELS[s]} | {ms([r['nll'] for r in rows], '.3f')} | {delta} | {ms([r['nll_uncond'] for r in rows], '.3f')} | {lrr} | "
                      f"{ms([r['fad'] for r in rows], '.3f')} | {ms([r['kl'] for r in rows], '.3f')} | "
                      f"{ms([r['clap'] for r in rows], '.3f')} | {ctl} | {len(rows)} |")
     if by:
         ref = next(iter(by.values()))[0]["reference"]
-        lines.append(f"| reference clips | | | 0 | 0 | {ref['clap']:.3f} | "
+        lines.append(f"| reference clips | | | | | 0 | 0 | {ref['clap']:.3f} | "
                      + " | ".join(f"{100 * ref['controllability'][a]:.0f}" for a in attrs) + " | |")
     return "\n".join(lines)
 
@@ -111,11 +125,11 @@ def main():
     args = p.parse_args()
     if args.tables:
         for f in sorted(Path(args.out).glob("*/results.json")):
-            print(table(json.loads(f.read_text()), f.parent.name) + "\n")
+            print(table(json.loads(f.read_text()), f.parent.name, f.parent) + "\n")
         return
     if not (args.data and args.name and args.captions):
         p.error("--data, --captions and --name are required unless --tables")
-    print(table(run_all(args), args.name))
+    print(table(run_all(args), args.name, Path(args.out) / args.name))
 
 
 if __name__ == "__main__":
