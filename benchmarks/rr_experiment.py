@@ -12,6 +12,7 @@ the same command (finished runs and scores are reused; an interrupted run resume
 Settings: none (rr_weight 0), rr-max-3 (the paper's best: max pooling, lambda 3), rr-mean-3, rr-max-1,
 and rr-all-3 (RR on every step: the paper's negative ablation). Run two datasets side by side on a
 2-core machine with OMP_NUM_THREADS=1 --threads 1 each.
+Processes with disjoint --settings or --seeds may also share one --out/--name (results are merged on write).
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ def run_all(args) -> dict:
                    "fad": sc["fad"], "kl": sc["kl"], "clap": sc["clap"], "controllability": sc["controllability"],
                    "reference": sc["reference"], "steps": args.steps, "train_tokens_per_s": tr["tokens_per_s"],
                    "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides}
+            # re-read before writing: processes with disjoint --settings/--seeds may share one OUT/NAME
+            results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
             results["runs"][key] = row
             results["data"], results["captions"] = str(Path(args.data).resolve()), str(args.captions)
-            results_path.write_text(json.dumps(results, indent=2) + "\n")
+            tmp = results_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+            tmp.replace(results_path)
             print(json.dumps(row), flush=True)
     (out / "table.md").write_text(table(results, args.name, out) + "\n")
     return results

@@ -116,24 +116,16 @@ def codec_of_run(run_config: dict, codec=None):
     return codec
 
 
-def _mono_at_codec_rate(wav: np.ndarray, sr: int, codec) -> np.ndarray:
-    """Prompt audio (N,) or (C, N) at any rate -> (1, N) mono at the codec's rate."""
-    from halm.audio import resample
-
-    wav = resample(np.asarray(wav, dtype=np.float32), sr, codec.sample_rate)
-    return wav.mean(0, keepdims=True) if wav.ndim == 2 else wav[None]
-
-
 def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
                           codec=None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                           use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
     """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens."""
-    from halm.audio import MelConfig, causal_log_mel
+    from halm.audio import MelConfig, causal_log_mel, mono_at
     from halm.audio.codec_mel import ClosedLoopMel
 
     codec = codec_of_run(run_config, codec)
     mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
-    wav = _mono_at_codec_rate(prompt_wav, prompt_sr, codec)  # (1, N)
+    wav = mono_at(prompt_wav, prompt_sr, codec.sample_rate)[None]  # (1, N)
     x = torch.from_numpy(wav)[None]  # (1, 1, N)
     prompt = codec.encode(x, codec.sample_rate)[:, 0].cpu()  # (1, T0) coarse codes
     mel = None
@@ -276,7 +268,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     With prompt_wav, each caption's audio continues the prompt (its codes are teacher-forced).
     Returns codes (B, K, T), audio (B, N) float32, sample_rate, and the speed figures.
     """
-    from halm.audio import MelConfig, causal_log_mel
+    from halm.audio import MelConfig, causal_log_mel, mono_at
     from halm.audio.codec_mel import ClosedLoopMel
     from halm.models.text import load_text_encoder
 
@@ -292,7 +284,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
         mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
         closed = ClosedLoopMel(codec, mel_cfg, window)
     if prompt_wav is not None:
-        wav = _mono_at_codec_rate(prompt_wav, prompt_sr, codec)  # (1, N)
+        wav = mono_at(prompt_wav, prompt_sr, codec.sample_rate)[None]  # (1, N)
         codes = codec.encode(torch.from_numpy(wav)[None], codec.sample_rate)[:, : model.cfg.n_q].cpu()  # (1, K, T0)
         prompt = codes.expand(B, -1, -1)
         n_frames = prompt.shape[2] + n_frames

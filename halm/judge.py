@@ -143,11 +143,10 @@ def _sentence_embeddings(captions: list[str], name: str) -> torch.Tensor:
 
 def clip_from_wav(wav: np.ndarray, sample_rate: int, text: str, attributes: dict, n_mels: int = 80, id: str = "") -> dict:
     """A judge clip from audio in memory (e.g. a generated sample): mono, resampled to 16 kHz."""
-    from halm.audio import resample
+    from halm.audio import mono_at
 
-    wav = np.asarray(wav, dtype=np.float32)
-    wav = resample(wav.mean(0) if wav.ndim == 2 else wav, sample_rate, SAMPLE_RATE)
-    return {"id": id, "text": text, "mel": log_mel16(torch.from_numpy(np.ascontiguousarray(wav)), n_mels),
+    wav = mono_at(wav, sample_rate, SAMPLE_RATE)
+    return {"id": id, "text": text, "mel": log_mel16(torch.from_numpy(wav), n_mels),
             "attributes": attributes_of(attributes)}
 
 

@@ -1,6 +1,6 @@
 """Audio I/O and the causal log-mel front-end."""
 
-from halm.audio.io import AudioError, load_audio, resample, save_audio
+from halm.audio.io import AudioError, load_audio, mono_at, resample, save_audio
 from halm.audio.mel import MelConfig, causal_log_mel, mel_filterbank, n_codec_frames
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "causal_log_mel",
     "load_audio",
     "mel_filterbank",
+    "mono_at",
     "n_codec_frames",
     "resample",
     "save_audio",

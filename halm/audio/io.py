@@ -49,6 +49,12 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32).reshape(*lead, -1)
 
 
+def mono_at(wav: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Audio (N,) or (C, N) at any rate -> contiguous float32 mono (N',) at target_sr (channels averaged first)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    return np.ascontiguousarray(resample(wav.mean(0) if wav.ndim == 2 else wav, sr, target_sr))
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int | None = None,

@@ -41,15 +41,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from halm.audio import mono_at
+
 SPECS = ("judge", "vggish:FILE", "clap:DIR", "laion-clap:FILE", "ast:DIR")
-
-
-def _mono_at(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
-    from halm.audio import resample
-
-    wav = np.asarray(wav, dtype=np.float32)
-    wav = wav.mean(0) if wav.ndim == 2 else wav
-    return np.ascontiguousarray(resample(wav, sr, target) if sr != target else wav)
 
 
 def _need(path: str, what: str, how: str, is_dir: bool = False) -> Path:
@@ -117,8 +111,6 @@ CONV_KEYS = ("features.0", "features.3", "features.6", "features.8", "features.1
 
 
 class VGGishScorer:
-    multilabel = False
-
     def __init__(self, path: str):
         p = _need(path, "VGGish weights", VGGISH_HOW)
         if p.suffix == ".safetensors":
@@ -141,7 +133,7 @@ class VGGishScorer:
     def frame_embeddings(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray:
         out = []
         for i, (w, sr) in enumerate(clips):
-            ex = vggish_examples(_mono_at(w, sr, VGGISH_SR))
+            ex = vggish_examples(mono_at(w, sr, VGGISH_SR))
             if len(ex) == 0:
                 raise ValueError(f"clip {i}: {np.shape(w)[-1] / sr:.2f} s is shorter than one VGGish example (0.975 s)")
             out.append(torch.cat([self.model(ex[j:j + 64]) for j in range(0, len(ex), 64)]))
@@ -155,8 +147,6 @@ CLAP_HOW = ("On a machine with internet: `python -c \"from transformers import C
 
 
 class HFClapScorer:
-    multilabel = False
-
     def __init__(self, path: str):
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
@@ -182,7 +172,7 @@ class HFClapScorer:
     def clip_embeddings(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray:
         out = []
         for i in range(0, len(clips), 8):
-            batch = [_mono_at(w, sr, self.sr) for w, sr in clips[i:i + 8]]
+            batch = [mono_at(w, sr, self.sr) for w, sr in clips[i:i + 8]]
             if not self.fusion:
                 batch = [w[:self.max_samples] for w in batch]
             f = self.features(batch, sampling_rate=self.sr, return_tensors="pt",
@@ -202,8 +192,6 @@ class HFClapScorer:
 
 # ---- LAION-CLAP original checkpoints (optional package) -------------------------------------------
 class LaionClapScorer:
-    multilabel = False
-
     def __init__(self, path: str):
         p = _need(path, "LAION-CLAP checkpoint", "Download it from https://huggingface.co/lukewys/laion_clap on a "
                   "machine with internet and pass laion-clap:/path/to/630k-audioset-best.pt.")
@@ -225,7 +213,7 @@ class LaionClapScorer:
 
     @torch.inference_mode()
     def clip_embeddings(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray:
-        x = [_mono_at(w, sr, 48000) for w, sr in clips]
+        x = [mono_at(w, sr, 48000) for w, sr in clips]
         return np.concatenate([self.model.get_audio_embedding_from_data(x=w[None], use_tensor=False) for w in x])
 
     frame_embeddings = clip_embeddings
@@ -260,7 +248,7 @@ class ASTScorer:
     def posteriors(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray:
         out = []
         for i in range(0, len(clips), 8):
-            f = self.features([_mono_at(w, sr, self.sr) for w, sr in clips[i:i + 8]], sampling_rate=self.sr,
+            f = self.features([mono_at(w, sr, self.sr) for w, sr in clips[i:i + 8]], sampling_rate=self.sr,
                               return_tensors="pt")
             out.append(torch.sigmoid(self.model(input_values=f["input_values"]).logits))
         return torch.cat(out).numpy()
