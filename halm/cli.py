@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "codebooks, multi-scale mel + waveform + commitment losses. Rerunning continues.")
     c.add_argument("--data", nargs="+", required=True, help="one or more sources (synth corpora, folders, manifests)")
     c.add_argument("--out", required=True, help="run folder: train_state/, metrics.jsonl, codec/ (the export)")
-    c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 4000)")
+    c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 12000)")
     c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set num_filters=32 batch_size=16 (see CodecTrainConfig)")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")

@@ -35,8 +35,10 @@ def test_streaming_closed_loop_equals_the_full_decode(codec_and_tokens):
     steps = torch.stack([closed(tokens[:, : t + 1]) for t in range(20, 75)], dim=1)
     torch.testing.assert_close(steps, full[:, 20:], atol=1e-4, rtol=0)
     torch.testing.assert_close(closed(tokens[:, :41]), full[:, 40], atol=1e-4, rtol=0)  # a jump restarts the stream
-    window = ClosedLoopMel(codec, MelConfig(), window=8, streaming=False)
-    for t in (8, 40, 74):
+    # the shipped v1 codec's decoder remembers more than v0's: 8 frames of context leave up to 2% of the
+    # mel's std at the end of this clip, 16 frames under 1%
+    window = ClosedLoopMel(codec, MelConfig(), window=16, streaming=False)
+    for t in (16, 40, 74):
         err = (window(tokens[:, : t + 1]) - full[:, t]).abs().mean().item()
         assert err < 0.01 * full.std().item(), (t, err)
 

@@ -27,7 +27,7 @@ def test_kmeans_init_and_ema_codebooks():
     emb = (centers[torch.randint(8, (4 * 50,), generator=g)] + 0.01 * torch.randn(200, 16, generator=g))
     emb = emb.reshape(4, 50, 16).transpose(1, 2)  # (B, D, T)
     _, commit_random, _ = rvq(emb, 1, g, update=False)
-    rvq.kmeans_init(emb, g)
+    rvq.kmeans_init(emb, g, frames_per_step=emb.shape[0] * emb.shape[2])
     _, commit_kmeans, codes = rvq(emb, 1, g, update=False)
     assert commit_kmeans < 0.05 * commit_random
     # the codes we train with are the codes transformers' inference quantizer picks
@@ -47,7 +47,7 @@ def test_straight_through_gradients_reach_the_encoder():
     rvq = RVQTrainer(_quantizer(cfg), cfg)
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(2, 16, 10, requires_grad=True)
-    rvq.kmeans_init(emb.detach(), g)
+    rvq.kmeans_init(emb.detach(), g, frames_per_step=emb.shape[0] * emb.shape[2])
     quantized, commit, _ = rvq(emb, 3, g)
     (quantized.sum() + commit).backward()
     assert emb.grad is not None and emb.grad.abs().sum() > 0
@@ -95,3 +95,32 @@ def test_data_dependent_init_makes_the_latent_depend_on_the_audio():
     with torch.no_grad():
         out = model.decoder(model.encoder(audio))
     assert abs(float(out.std()) / float(audio.std()) - 1) < 0.05
+
+
+def _tone_then_silence(sr: int = 24000) -> torch.Tensor:
+    t = torch.arange(sr) / sr
+    x = 0.3 * torch.sin(2 * torch.pi * 440 * t)
+    x[sr // 2:] = 0.0  # digital silence, as in the synthetic corpora
+    return x
+
+
+def test_mel_loss_ignores_what_is_80_db_below_the_clip_peak():
+    from halm.audio.codec_train import MultiScaleMelLoss
+
+    x = _tone_then_silence()[None]
+    hiss = x + 1e-6 * torch.randn_like(x)  # -110 dB: inaudible next to the tone
+    relative, fixed = MultiScaleMelLoss(24000), MultiScaleMelLoss(24000, floor_db=None)
+    assert relative(hiss, x) < 1e-3 < fixed(hiss, x)  # the fixed 1e-5 floor pays for the depth of silence
+    wrong = x.roll(12000, dims=-1)  # the tone in the other half: a real error
+    assert relative(wrong, x) > 1.0
+
+
+def test_codec_eval_metrics_floor_at_80_db_and_rank_real_errors():
+    from halm.audio.codec_eval import mel_l1, si_snr, stft_distance
+
+    x = _tone_then_silence()
+    hiss = x + 1e-6 * torch.randn_like(x)
+    assert mel_l1(x, hiss, 24000) < 1e-3 and stft_distance(x, hiss) < 1e-3 and si_snr(x, hiss) > 80
+    worse = 0.5 * x  # 6 dB too quiet
+    assert mel_l1(x, hiss, 24000) < mel_l1(x, worse, 24000) < mel_l1(x, torch.zeros_like(x), 24000)
+    assert stft_distance(x, worse) < stft_distance(x, torch.zeros_like(x))

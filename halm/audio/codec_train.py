@@ -6,8 +6,10 @@ by k-means on the first batch, with dead codes (EMA count below a threshold) rep
 frames of the current batch; the first `ae_warmup_steps` train a plain autoencoder so that k-means
 starts from informative latents, and the convolutions get a data-dependent (LSUV) init: with the
 default init the encoder's output was nearly constant, the loss sat on a plateau and codebook 0
-collapsed onto one entry (see `data_dependent_init`). Losses: multi-scale mel (L1 on linear and log mel over 5 FFT sizes),
-waveform L1 and the commitment loss; quantizer dropout (1..K codebooks per step) so that decoding
+collapsed onto one entry (see `data_dependent_init`). Losses: multi-scale mel (L1 on linear and log mel over
+5 FFT sizes, the log floored 80 dB below each clip's peak), waveform L1, the commitment loss and a pull
+of the latent's rms towards 1 (unconstrained, it drifted to ~50 during the warm-up and then collapsed
+onto a few codes under the commitment loss); quantizer dropout (1..K codebooks per step) so that decoding
 from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. No adversarial
 discriminator: on 2 CPU cores it would halve the steps we can afford (see docs/results.md).
 
@@ -33,6 +35,8 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.mel import mel_filterbank
 
+RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
+
 
 @dataclass
 class CodecTrainConfig:
@@ -43,20 +47,22 @@ class CodecTrainConfig:
     num_lstm_layers: int = 2
     n_codebooks: int = 8
     codebook_size: int = 1024
-    segment_seconds: float = 1.0
-    batch_size: int = 8
-    steps: int = 4000
+    segment_seconds: float = 0.5
+    batch_size: int = 4  # small batches, many steps: on 2 CPU cores 4 x 0.5 s learned faster per second than 8 x 1 s
+    steps: int = 12000
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.99)
     ema_decay: float = 0.99
-    dead_code_threshold: float = 0.1  # EMA assignment count below which a code is re-seeded
+    dead_code_threshold: float = 0.05  # EMA assignments per step below which a code is re-seeded (uniform use: B*T/size)
     kmeans_iters: int = 10
-    ae_warmup_steps: int = 100  # plain autoencoder first, so k-means starts from informative latents
+    ae_warmup_steps: int = 1200  # plain autoencoder first, so k-means starts from informative latents
     commit_weight: float = 0.25
+    latent_weight: float = 1.0  # (rms(latent) - 1)^2: holds the latent scale near 1 (it drifted to ~50, then collapsed under the commitment loss)
     wave_weight: float = 0.1
     mel_weight: float = 1.0
+    mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: fixed 1e-5 (runs before v1)
     quantizer_dropout: bool = True
-    ckpt_every: int = 200
+    ckpt_every: int = 400
     log_every: int = 10
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default); 1 avoids oversubscription when sharing cores
@@ -83,11 +89,17 @@ class CodecTrainConfig:
 
 
 class MultiScaleMelLoss(torch.nn.Module):
-    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target (summed, as EnCodec)."""
+    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target (summed, as EnCodec).
 
-    def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048)):
+    The log is floored `floor_db` below each target clip's loudest mel bin (librosa's `top_db`), the
+    same floor for both signals: 40% of the n_fft-128 mel bins of our corpora are below 1e-4 (digital
+    silence of synthetic audio), and with a fixed 1e-5 floor the loss paid for reproducing the exact
+    depth of silence as much as for content. `floor_db=None` keeps the fixed 1e-5 floor."""
+
+    def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048), floor_db: float | None = 80.0):
         super().__init__()
         self.n_ffts = list(n_ffts)
+        self.floor = None if floor_db is None else 10 ** (-floor_db / 20)  # mel magnitudes: 20 dB per decade
         for n in self.n_ffts:
             fb = mel_filterbank(sample_rate, n, min(64, n // 4))
             self.register_buffer(f"fb_{n}", torch.from_numpy(fb), persistent=False)
@@ -101,7 +113,12 @@ class MultiScaleMelLoss(torch.nn.Module):
         loss = y.new_zeros(())
         for n in self.n_ffts:
             my, mx = self.mel(y, n), self.mel(x, n)
-            loss = loss + (my - mx).abs().mean() + (torch.log(my + 1e-5) - torch.log(mx + 1e-5)).abs().mean()
+            if self.floor is None:
+                log_y, log_x = torch.log(my + 1e-5), torch.log(mx + 1e-5)
+            else:
+                floor = (mx.detach().amax(dim=(1, 2), keepdim=True) * self.floor).clamp_min(1e-8)  # (B, 1, 1)
+                log_y, log_x = torch.log(torch.maximum(my, floor)), torch.log(torch.maximum(mx, floor))
+            loss = loss + (my - mx).abs().mean() + (log_y - log_x).abs().mean()
         return loss
 
 
@@ -149,11 +166,14 @@ class RVQTrainer:
         self.layers = [layer.codebook for layer in quantizer.layers]
         self.cfg = cfg
 
-    def kmeans_init(self, emb: torch.Tensor, gen: torch.Generator) -> None:
+    def kmeans_init(self, emb: torch.Tensor, gen: torch.Generator, frames_per_step: int) -> None:
+        """k-means on the frames of emb (B, D, T); the counts are rescaled to assignments per training
+        step (the unit of the EMA `cluster_size`), so that dead codes are found within ~100 steps
+        instead of the hundreds it takes counts of the large k-means sample to decay."""
         residual = emb.transpose(1, 2).reshape(-1, emb.shape[1]).float()  # (B*T, D)
         for cb in self.layers:
             c, counts = _kmeans(residual, self.cfg.codebook_size, self.cfg.kmeans_iters, gen)
-            counts = counts.clamp_min(1.0)
+            counts = (counts * (frames_per_step / len(residual))).clamp_min(1e-3)  # empty: dead at the first update
             cb.embed.copy_(c)
             cb.cluster_size.copy_(counts)
             cb.embed_avg.copy_(c * counts[:, None])  # EMA of sums: embed = embed_avg / cluster_size
@@ -250,7 +270,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         mine = json.loads(json.dumps(asdict(cfg)))
-        changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k != "steps"}
+        changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
             raise ValueError(f"{out} was trained with other settings {changed}; use another --out")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -261,7 +281,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     torch.manual_seed(cfg.seed)
     model = EncodecModel(cfg.encodec_config())
     rvq = RVQTrainer(model.quantizer, cfg)
-    mel_loss = MultiScaleMelLoss(cfg.sample_rate)
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
@@ -295,7 +315,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             with torch.no_grad():
                 frames_needed = 4 * cfg.codebook_size
                 n_seg = max(cfg.batch_size, -(-frames_needed // int(cfg.segment_seconds * cfg.sample_rate / model.config.hop_length)))
-                rvq.kmeans_init(model.encoder(data.batch(n_seg, gen)), gen)
+                rvq.kmeans_init(model.encoder(data.batch(n_seg, gen)), gen, cfg.batch_size * int(seg / model.config.hop_length))
         x = data.batch(cfg.batch_size, gen)  # (B, 1, N)
         n_q = int(torch.randint(1, cfg.n_codebooks + 1, (1,), generator=gen)) if cfg.quantizer_dropout else cfg.n_codebooks
         emb = model.encoder(x)  # (B, D, T)
@@ -306,7 +326,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         y = model.decoder(q)[..., : x.shape[-1]]  # (B, 1, N)
         l_mel = mel_loss(y[:, 0], x[:, 0])
         l_wave = (y - x).abs().mean()
-        loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit
+        l_scale = (emb.pow(2).mean().sqrt() - 1.0).pow(2)
+        loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit + cfg.latent_weight * l_scale
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite codec loss at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -320,7 +341,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             rt = audio_done / (time.perf_counter() - t0)
             row = {"step": step, "loss": round(loss.item(), 5), "mel": round(l_mel.item(), 5), "wave": round(l_wave.item(), 5),
                    "commit": round(commit.item(), 5), "n_q": n_q,
-                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4),
+                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4), "scale": round(l_scale.item(), 5),
                    "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()

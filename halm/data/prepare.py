@@ -55,7 +55,7 @@ class PrepareConfig:
     dev_share: float = 0.05
     min_seconds: float = 0.1
     require_text: bool = False
-    batch_seconds: float = 60.0  # audio per encoder batch
+    batch_seconds: float = 8.0  # audio per encoder batch: 8 s ran 2.2x faster than 60 s on CPU (cache-sized activations)
 
     def __post_init__(self):
         if self.mel_source not in ("audio", "codec"):
