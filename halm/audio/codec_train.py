@@ -315,7 +315,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             with torch.no_grad():
                 frames_needed = 4 * cfg.codebook_size
                 n_seg = max(cfg.batch_size, -(-frames_needed // int(cfg.segment_seconds * cfg.sample_rate / model.config.hop_length)))
-                rvq.kmeans_init(model.encoder(data.batch(n_seg, gen)), gen, cfg.batch_size * int(seg / model.config.hop_length))
+                emb0 = model.encoder(data.batch(n_seg, gen))  # (n_seg, D, T)
+                rvq.kmeans_init(emb0, gen, frames_per_step=cfg.batch_size * emb0.shape[-1])
         x = data.batch(cfg.batch_size, gen)  # (B, 1, N)
         n_q = int(torch.randint(1, cfg.n_codebooks + 1, (1,), generator=gen)) if cfg.quantizer_dropout else cfg.n_codebooks
         emb = model.encoder(x)  # (B, D, T)
@@ -341,7 +342,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             rt = audio_done / (time.perf_counter() - t0)
             row = {"step": step, "loss": round(loss.item(), 5), "mel": round(l_mel.item(), 5), "wave": round(l_wave.item(), 5),
                    "commit": round(commit.item(), 5), "n_q": n_q,
-                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4), "scale": round(l_scale.item(), 5),
+                   "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4),
                    "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
