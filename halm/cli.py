@@ -99,7 +99,7 @@ def cmd_codec_train(args) -> int:
     cfg = CodecTrainConfig().override(args.set)
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, steps=args.steps)
-    result = train_codec(cfg, args.data, args.out, progress=not args.json)
+    result = train_codec(cfg, args.data, args.out, progress=not args.json, init_from=args.init_from)
     print(json.dumps(result) if args.json else
           f"trained {result['steps']} steps on {result['train_seconds_of_audio'] / 60:.1f} min of audio; "
           f"codec: {args.out}/codec (use --codec {args.out}/codec)")
@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 12000)")
     c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set num_filters=32 batch_size=16 (see CodecTrainConfig)")
+    c.add_argument("--init-from", metavar="RUN",
+                   help="start a new --out from RUN's last checkpoint (weights, codebooks, optimizer, step) and go on "
+                   "with this command's settings, e.g. to change the recipe mid-training; ignored once --out has a checkpoint")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     c.set_defaults(func=cmd_codec_train)
 

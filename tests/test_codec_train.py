@@ -42,6 +42,23 @@ def test_kmeans_init_and_ema_codebooks():
     assert (cb.cluster_size >= cfg.dead_code_threshold).all()  # dead codes were replaced
 
 
+@pytest.mark.parametrize("every", [True, False])
+def test_ema_every_codebook_updates_codebooks_beyond_the_dropout_draw(every):
+    cfg = CodecTrainConfig(**{**TINY, "ema_every_codebook": every})
+    rvq = RVQTrainer(_quantizer(cfg), cfg)
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(2, 16, 200, generator=g)  # 400 frames: a residual is left after every codebook of 32
+    rvq.kmeans_init(emb, g, frames_per_step=400)
+    before = [cb.embed_avg.clone() for cb in rvq.layers]
+    before_q0 = rvq.layers[0].embed.clone()  # the step quantizes with the codebook as it was before its update
+    quantized, commit, codes = rvq(emb, 1, g)  # a step whose dropout draw kept 1 of 3 codebooks
+    changed = [not torch.equal(b, cb.embed_avg) for b, cb in zip(before, rvq.layers)]
+    assert changed == [True, every, every]
+    # what the decoder and the loss see is the same either way: the first codebook only
+    assert codes.shape == (1, 400)
+    torch.testing.assert_close(quantized, before_q0[codes[0]].reshape(2, 200, 16).transpose(1, 2))
+
+
 def test_straight_through_gradients_reach_the_encoder():
     cfg = CodecTrainConfig(**TINY)
     rvq = RVQTrainer(_quantizer(cfg), cfg)
@@ -72,6 +89,27 @@ def test_training_exports_and_resumes_identically(tmp_path):
     assert codes.shape == (1, 3, 8)
     with pytest.raises(ValueError, match="other settings"):
         train_codec(CodecTrainConfig(**{**TINY, "steps": 6, "num_filters": 8}), data, tmp_path / "full", progress=False)
+
+
+def test_init_from_continues_another_run(tmp_path):
+    """--init-from with the same settings is the same trajectory as one run; with other settings it
+    continues from the other run's step, and is recorded."""
+    synthesize("speech", tmp_path / "speech", 0.1, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    cfg = CodecTrainConfig(**{**TINY, "steps": 4, "threads": 1, "ckpt_every": 2})
+    train_codec(cfg, data, tmp_path / "one", progress=False)
+    train_codec(CodecTrainConfig(**{**TINY, "steps": 2, "threads": 1, "ckpt_every": 2}), data, tmp_path / "a", progress=False)
+    train_codec(cfg, data, tmp_path / "b", progress=False, init_from=tmp_path / "a")
+    one = load_file(str(tmp_path / "one" / "train_state" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "train_state" / "model.safetensors"))
+    assert all(torch.equal(one[k], b[k]) for k in one)
+    assert json.loads((tmp_path / "b" / "init_from.json").read_text())["step"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 4]
+    other = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "dead_code_threshold": 0.5})
+    train_codec(other, data, tmp_path / "c", progress=False, init_from=tmp_path / "a")  # a recipe change is allowed
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_codec(cfg, data, tmp_path / "d", progress=False, init_from=tmp_path / "nothing")
 
 
 def test_data_dependent_init_makes_the_latent_depend_on_the_audio():

@@ -62,6 +62,7 @@ class CodecTrainConfig:
     mel_weight: float = 1.0
     mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: fixed 1e-5 (runs before v1)
     quantizer_dropout: bool = True
+    ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
     log_every: int = 10
     seed: int = 0
@@ -187,16 +188,21 @@ class RVQTrainer:
         quantized = torch.zeros_like(x)
         commit = x.new_zeros(())
         codes = []
-        for cb in self.layers[:n_q]:
+        # With quantizer dropout, codebook k takes part in only (K-k+1)/K of the steps; with
+        # ema_every_codebook its EMA statistics (and dead-code re-seeding) still follow every step's
+        # residual chain, so the last codebooks learn as often as the first (the decoder sees n_q).
+        n_update = len(self.layers) if (update and self.cfg.ema_every_codebook) else n_q
+        for i, cb in enumerate(self.layers[:n_update]):
             r = residual.detach().float()
             idx = torch.cdist(r, cb.embed).argmin(dim=1)  # nearest code (same choice as the inference argmax)
             q = cb.embed[idx]
-            commit = commit + F.mse_loss(residual, q.detach())
             if update:
                 self._ema_update(cb, r, idx, gen)
-            quantized = quantized + q
+            if i < n_q:
+                commit = commit + F.mse_loss(residual, q.detach())
+                quantized = quantized + q
+                codes.append(idx)
             residual = residual - q
-            codes.append(idx)
         quantized_st = x + (quantized - x).detach()  # straight-through estimator
         return quantized_st.reshape(B, T, D).transpose(1, 2), commit, torch.stack(codes)
 
@@ -259,7 +265,11 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True) -> dict:
+def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True,
+                init_from: str | os.PathLike | None = None) -> dict:
+    """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
+    codebooks, optimizer, RNG, step) starts this run, which may use other settings (a recipe change
+    mid-training, recorded in out/init_from.json); ignored once `out` has a checkpoint of its own."""
     from safetensors.torch import load_file, save_file
     from transformers import EncodecModel
 
@@ -287,13 +297,20 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     step = 0
     seg = int(cfg.segment_seconds * cfg.sample_rate)
     data = AudioCrops(sources, cfg.sample_rate, seg, progress)
-    if (state_dir / "trainer.pt").exists():
-        model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
-        st = torch.load(state_dir / "trainer.pt", weights_only=True)
+    resume_dir = state_dir
+    if not (state_dir / "trainer.pt").exists() and init_from is not None:
+        resume_dir = Path(init_from) / "train_state"
+        if not (resume_dir / "trainer.pt").exists():
+            raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {resume_dir}")
+    if (resume_dir / "trainer.pt").exists():
+        model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
+        st = torch.load(resume_dir / "trainer.pt", weights_only=True)
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         step = int(st["step"])
+        if resume_dir != state_dir:
+            (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
     else:
         data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)))
     model.train()
