@@ -161,14 +161,18 @@ def cmd_codec_eval(args) -> int:
         print(json.dumps(r))
         return 0
     print(f"codec {r['codec']}: {r['n_codebooks']} codebooks, {r['bitrate_kbps']} kbps, {r['clips']} clips")
-    print("| source | model | mel L1 | STFT dist | SI-SNR (dB) |\n|---|---|---|---|---|")
+    def row(name, model, m):
+        cells = [m.get(k) for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents")]
+        print(f"| {name} | {model} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
+
+    print("| source | model | mel L1 | STFT dist | SI-SNR (dB) | voicing recall | gross pitch error | F0 error (cents) |\n"
+          "|---|---|---|---|---|---|---|---|")
     for name, d in r["per_source"].items():
         for model in ("codec", "mulaw_baseline"):
-            m = d[model]
-            print(f"| {name} | {model} | {m['mel_l1']:.3f} | {m['stft_distance']:.3f} | {m['si_snr']:.2f} |")
-    print(f"| all | codec | {r['mel_l1']:.3f} | {r['stft_distance']:.3f} | {r['si_snr']:.2f} |")
-    b = r["mulaw_baseline"]
-    print(f"| all | mulaw_baseline | {b['mel_l1']:.3f} | {b['stft_distance']:.3f} | {b['si_snr']:.2f} |")
+            if d:
+                row(name, model, d[model])
+    row("all", "codec", r)
+    row("all", "mulaw_baseline", r["mulaw_baseline"])
     print(f"codebook usage (share of entries): {r['codebook_usage']}")
     print(f"code perplexity: {r['code_perplexity']}")
     print(f"winner per metric: {r['winner']}")

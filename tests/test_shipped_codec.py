@@ -42,3 +42,23 @@ def test_shipped_codec_tokens_carry_information(codec, tmp_path):
     # and it beats the naive codec at the same bitrate (8-bit mu-law at bitrate / 8 Hz) on the log-mel distance
     mulaw = torch.from_numpy(mu_law_baseline(a[0], sr, codec.bitrate_kbps))
     assert mel_l1(x, rec_a, sr) < mel_l1(x, mulaw, sr)
+
+
+def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
+    import json
+
+    from halm.cli import main
+
+    synthesize("speech", tmp_path / "s", 0.15, seed=7, progress=False)
+    rc = main(["codec", "eval", "--codec", "halm-small", "--data", str(tmp_path / "s"), "--max-items", "2",
+               "--n-codebooks", "4", "--json", "--plot", str(tmp_path / "p.png"), "--wav", str(tmp_path / "w")])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_codebooks"] == 4 and r["bitrate_kbps"] == 3.0 and r["clips"] == 2
+    assert len(r["codebook_usage"]) == 4 and all(0 < u <= 1 for u in r["codebook_usage"])
+    for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents"):
+        assert r[k] is not None and np.isfinite(r[k]), k
+        assert k in r["mulaw_baseline"] and k in r["winner"]
+    assert r["voiced_clips"] == 2 and 0 <= r["voicing_recall"] <= 1 and 0 <= r["gross_pitch_error"] <= 1
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert len(list((tmp_path / "w").rglob("*.codec.wav"))) == 2

@@ -11,7 +11,10 @@ Metrics per corpus (and pooled over all clips):
 - si_snr: scale-invariant SNR in dB (higher is better);
 - codebook_usage: per codebook, the share of its entries used on the held-out clips, and the code
   perplexity exp(H) of its histogram;
-- bitrate_kbps = n_codebooks * log2(codebook_size) * frame_rate / 1000.
+- bitrate_kbps = n_codebooks * log2(codebook_size) * frame_rate / 1000;
+- voicing_recall, gross_pitch_error, f0_error_cents: whether the pitch survives (halm.metrics.pitch:
+  YIN F0 of original vs reconstruction; averaged over the clips that have voiced frames, so mostly
+  speech and melodic music). A codec that keeps the envelope but loses the pitch scores badly here.
 The naive baseline at the same bitrate: 8-bit mu-law at sample rate bitrate / 8 (e.g. 375 Hz at
 3 kbps), resampled back up.
 """
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.io import AudioError, load_audio, resample, save_audio
 from halm.audio.mel import mel_filterbank
+from halm.metrics.pitch import pitch_scores
 
 TOP_DB = 80.0
 
@@ -80,9 +84,23 @@ def mu_law_baseline(wav: np.ndarray, sr: int, bitrate_kbps: float, bits: int = 8
     return out
 
 
+METRICS = ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents")
+HIGHER_IS_BETTER = ("si_snr", "voicing_recall")
+
+
+def _scores(x: torch.Tensor, y: torch.Tensor, sr: int) -> dict:
+    p = pitch_scores(x.numpy(), y.numpy(), sr)
+    return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
+            **{k: p[k] for k in ("voicing_recall", "gross_pitch_error", "f0_error_cents")}}
+
+
 def _summary(rows: list[dict]) -> dict:
-    keys = ("mel_l1", "stft_distance", "si_snr")
-    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys} | {"clips": len(rows)}
+    """Mean of each metric over the clips (the pitch scores over the clips where they are defined; None if none)."""
+    out = {}
+    for k in METRICS:
+        v = [r[k] for r in rows if not math.isnan(r[k])]
+        out[k] = round(float(np.mean(v)), 4) if v else None
+    return out | {"clips": len(rows), "voiced_clips": sum(not math.isnan(r["voicing_recall"]) for r in rows)}
 
 
 def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_dir: str | None = None,
@@ -107,9 +125,9 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             y = codec.decode(codes)[0, 0, : len(x)].cpu()
             for k in range(codec.n_codebooks):
                 counts[k] += np.bincount(codes[0, k].cpu().numpy(), minlength=codec.codebook_size)
-            rows.append({"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y)})
+            rows.append(_scores(x, y, sr))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
-            brows.append({"mel_l1": mel_l1(x, b, sr), "stft_distance": stft_distance(x, b), "si_snr": si_snr(x, b)})
+            brows.append(_scores(x, b, sr))
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
@@ -132,11 +150,11 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
     pooled, base = _summary(all_rows), _summary(base_rows)
     result = {
         "codec": codec.name, "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 3),
-        **{k: pooled[k] for k in ("mel_l1", "stft_distance", "si_snr")}, "clips": pooled["clips"],
+        **{k: pooled[k] for k in METRICS}, "clips": pooled["clips"], "voiced_clips": pooled["voiced_clips"],
         "codebook_usage": usage, "code_perplexity": perplexity, "per_source": per_source,
         "mulaw_baseline": base,
-        "winner": {k: ("codec" if (pooled[k] > base[k]) == (k == "si_snr") else "mulaw")
-                   for k in ("mel_l1", "stft_distance", "si_snr")},
+        "winner": {k: ("codec" if (pooled[k] > base[k]) == (k in HIGHER_IS_BETTER) else "mulaw")
+                   for k in METRICS if pooled[k] is not None and base[k] is not None},
         "skipped": skipped,
     }
     if plot:
