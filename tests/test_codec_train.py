@@ -110,6 +110,14 @@ def test_init_from_continues_another_run(tmp_path):
     train_codec(other, data, tmp_path / "c", progress=False, init_from=tmp_path / "a")  # a recipe change is allowed
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train_codec(cfg, data, tmp_path / "d", progress=False, init_from=tmp_path / "nothing")
+    # a run made before a setting existed was trained with its old behaviour, and resumes only with it
+    saved = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    del saved["ema_every_codebook"]
+    (tmp_path / "a" / "train_config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="ema_every_codebook"):
+        train_codec(cfg, data, tmp_path / "a", progress=False)
+    legacy = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "ckpt_every": 2, "ema_every_codebook": False})
+    train_codec(legacy, data, tmp_path / "a", progress=False)
 
 
 def test_data_dependent_init_makes_the_latent_depend_on_the_audio():

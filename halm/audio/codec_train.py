@@ -36,6 +36,8 @@ from halm.audio.codec import Codec
 from halm.audio.mel import mel_filterbank
 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
+# fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
+LEGACY = {"ema_every_codebook": False}
 
 
 @dataclass
@@ -280,6 +282,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         mine = json.loads(json.dumps(asdict(cfg)))
+        old = {**LEGACY, **old}
         changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
             raise ValueError(f"{out} was trained with other settings {changed}; use another --out")
