@@ -162,11 +162,12 @@ def cmd_codec_eval(args) -> int:
         return 0
     print(f"codec {r['codec']}: {r['n_codebooks']} codebooks, {r['bitrate_kbps']} kbps, {r['clips']} clips")
     def row(name, model, m):
-        cells = [m.get(k) for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents")]
+        cells = [m.get(k) for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error",
+                                    "f0_error_cents", "f0_frame_error")]
         print(f"| {name} | {model} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
 
-    print("| source | model | mel L1 | STFT dist | SI-SNR (dB) | voicing recall | gross pitch error | F0 error (cents) |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("| source | model | mel L1 | STFT dist | SI-SNR (dB) | voicing recall | gross pitch error | F0 error (cents) "
+          "| F0 frame error |\n|---|---|---|---|---|---|---|---|---|")
     for name, d in r["per_source"].items():
         for model in ("codec", "mulaw_baseline"):
             if d:

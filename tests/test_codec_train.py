@@ -106,15 +106,23 @@ def test_init_from_continues_another_run(tmp_path):
     assert json.loads((tmp_path / "b" / "init_from.json").read_text())["step"] == 2
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 4]
-    other = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "dead_code_threshold": 0.5})
+    other = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "dead_code_threshold": 0.5, "lr": 1e-5})
     train_codec(other, data, tmp_path / "c", progress=False, init_from=tmp_path / "a")  # a recipe change is allowed
+    st = torch.load(tmp_path / "c" / "train_state" / "trainer.pt", weights_only=True)
+    assert st["step"] == 3 and st["optimizer"]["param_groups"][0]["lr"] == 1e-5  # not the checkpoint's 1e-3
+    done = CodecTrainConfig(**{**TINY, "steps": 2, "threads": 1})  # already there: still a complete run folder
+    train_codec(done, data, tmp_path / "e", progress=False, init_from=tmp_path / "a")
+    assert Codec.load(tmp_path / "e" / "codec").n_codebooks == 3
+    with pytest.raises(ValueError, match="cannot change mid-training"):
+        train_codec(CodecTrainConfig(**{**TINY, "steps": 4, "num_filters": 8}), data, tmp_path / "f", progress=False,
+                    init_from=tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train_codec(cfg, data, tmp_path / "d", progress=False, init_from=tmp_path / "nothing")
     # a run made before a setting existed was trained with its old behaviour, and resumes only with it
     saved = json.loads((tmp_path / "a" / "train_config.json").read_text())
     del saved["ema_every_codebook"]
     (tmp_path / "a" / "train_config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="ema_every_codebook"):
+    with pytest.raises(ValueError, match="ema_every_codebook=false"):
         train_codec(cfg, data, tmp_path / "a", progress=False)
     legacy = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "ckpt_every": 2, "ema_every_codebook": False})
     train_codec(legacy, data, tmp_path / "a", progress=False)

@@ -12,9 +12,10 @@ Metrics per corpus (and pooled over all clips):
 - codebook_usage: per codebook, the share of its entries used on the held-out clips, and the code
   perplexity exp(H) of its histogram;
 - bitrate_kbps = n_codebooks * log2(codebook_size) * frame_rate / 1000;
-- voicing_recall, gross_pitch_error, f0_error_cents: whether the pitch survives (halm.metrics.pitch:
-  YIN F0 of original vs reconstruction; averaged over the clips that have voiced frames, so mostly
-  speech and melodic music). A codec that keeps the envelope but loses the pitch scores badly here.
+- voicing_recall, gross_pitch_error, f0_error_cents, f0_frame_error: whether the pitch survives
+  (halm.metrics.pitch: YIN F0 of original vs reconstruction, pooled over the frames of all clips;
+  f0_frame_error compares codecs over the same frames). A codec that keeps the envelope but loses the
+  pitch scores badly here.
 The naive baseline at the same bitrate: 8-bit mu-law at sample rate bitrate / 8 (e.g. 375 Hz at
 3 kbps), resampled back up.
 """
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.io import AudioError, load_audio, resample, save_audio
 from halm.audio.mel import mel_filterbank
-from halm.metrics.pitch import pitch_scores
+from halm.metrics.pitch import pitch_counts, pooled_scores, yin_f0
 
 TOP_DB = 80.0
 
@@ -84,23 +85,29 @@ def mu_law_baseline(wav: np.ndarray, sr: int, bitrate_kbps: float, bits: int = 8
     return out
 
 
-METRICS = ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents")
+SPECTRAL = ("mel_l1", "stft_distance", "si_snr")
+PITCH = ("voicing_recall", "gross_pitch_error", "f0_error_cents", "f0_frame_error")
+METRICS = SPECTRAL + PITCH
 HIGHER_IS_BETTER = ("si_snr", "voicing_recall")
 
 
-def _scores(x: torch.Tensor, y: torch.Tensor, sr: int) -> dict:
-    p = pitch_scores(x.numpy(), y.numpy(), sr)
+def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray) -> dict:
     return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
-            **{k: p[k] for k in ("voicing_recall", "gross_pitch_error", "f0_error_cents")}}
+            "pitch": pitch_counts(f0_x, yin_f0(y.numpy(), sr))}
 
 
 def _summary(rows: list[dict]) -> dict:
-    """Mean of each metric over the clips (the pitch scores over the clips where they are defined; None if none)."""
-    out = {}
-    for k in METRICS:
-        v = [r[k] for r in rows if not math.isnan(r[k])]
-        out[k] = round(float(np.mean(v)), 4) if v else None
-    return out | {"clips": len(rows), "voiced_clips": sum(not math.isnan(r["voicing_recall"]) for r in rows)}
+    """Spectral metrics: mean over clips. Pitch scores: pooled over the frames of all clips (None if no voiced frame)."""
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in SPECTRAL}
+    p = pooled_scores([r["pitch"] for r in rows])
+    out |= {k: None if p[k] is None else round(float(p[k]), 4) for k in PITCH}
+    return out | {"clips": len(rows), "voiced_frames": p["voiced_frames"]}
+
+
+def _winner(a: float | None, b: float | None, higher_is_better: bool) -> str | None:
+    if a is None or b is None:
+        return None
+    return "tie" if a == b else "codec" if (a > b) == higher_is_better else "mulaw"
 
 
 def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_dir: str | None = None,
@@ -125,9 +132,10 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             y = codec.decode(codes)[0, 0, : len(x)].cpu()
             for k in range(codec.n_codebooks):
                 counts[k] += np.bincount(codes[0, k].cpu().numpy(), minlength=codec.codebook_size)
-            rows.append(_scores(x, y, sr))
+            f0_x = yin_f0(wav[0], sr)
+            rows.append(_scores(x, y, sr, f0_x))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
-            brows.append(_scores(x, b, sr))
+            brows.append(_scores(x, b, sr, f0_x))
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
@@ -150,11 +158,10 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
     pooled, base = _summary(all_rows), _summary(base_rows)
     result = {
         "codec": codec.name, "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 3),
-        **{k: pooled[k] for k in METRICS}, "clips": pooled["clips"], "voiced_clips": pooled["voiced_clips"],
+        **{k: pooled[k] for k in METRICS}, "clips": pooled["clips"], "voiced_frames": pooled["voiced_frames"],
         "codebook_usage": usage, "code_perplexity": perplexity, "per_source": per_source,
         "mulaw_baseline": base,
-        "winner": {k: ("codec" if (pooled[k] > base[k]) == (k in HIGHER_IS_BETTER) else "mulaw")
-                   for k in METRICS if pooled[k] is not None and base[k] is not None},
+        "winner": {k: _winner(pooled[k], base[k], k in HIGHER_IS_BETTER) for k in METRICS},
         "skipped": skipped,
     }
     if plot:

@@ -37,7 +37,10 @@ from halm.audio.mel import mel_filterbank
 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
-LEGACY = {"ema_every_codebook": False}
+LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0}
+# what a checkpoint must share with a run that starts from it (--init-from)
+ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
+                "ae_warmup_steps")
 
 
 @dataclass
@@ -205,6 +208,8 @@ class RVQTrainer:
                 quantized = quantized + q
                 codes.append(idx)
             residual = residual - q
+            if i + 1 == n_q:  # what follows only feeds the EMA statistics
+                residual = residual.detach()
         quantized_st = x + (quantized - x).detach()  # straight-through estimator
         return quantized_st.reshape(B, T, D).transpose(1, 2), commit, torch.stack(codes)
 
@@ -285,7 +290,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         old = {**LEGACY, **old}
         changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
-            raise ValueError(f"{out} was trained with other settings {changed}; use another --out")
+            hint = " ".join(f"{k}={json.dumps(a)}" for k, (a, _) in changed.items())
+            raise ValueError(f"{out} was trained with other settings {changed} (as --set: {hint}); "
+                             "pass those to resume it, or use another --out")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     if cfg.threads:
@@ -305,10 +312,17 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         resume_dir = Path(init_from) / "train_state"
         if not (resume_dir / "trainer.pt").exists():
             raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {resume_dir}")
+        src = {**LEGACY, **json.loads((Path(init_from) / "train_config.json").read_text())}
+        mine = json.loads(json.dumps(asdict(cfg)))
+        differ = {k: (src.get(k), mine[k]) for k in ARCHITECTURE if src.get(k) != mine[k]}
+        if differ:
+            raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
     if (resume_dir / "trainer.pt").exists():
         model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
         st = torch.load(resume_dir / "trainer.pt", weights_only=True)
         opt.load_state_dict(st["optimizer"])
+        for group in opt.param_groups:  # the checkpoint's groups carry its lr/betas; an --init-from may change them
+            group["lr"], group["betas"] = cfg.lr, tuple(cfg.betas)
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         step = int(st["step"])
@@ -369,6 +383,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
+    if not (state_dir / "trainer.pt").exists():  # nothing left to train (--init-from a run already at --steps)
+        save()
     bar.close()
     metrics_f.close()
     return {"out": str(out), "steps": step, "train_seconds_of_audio": round(data.seconds(cfg.sample_rate), 1),
