@@ -162,5 +162,11 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
         assert r1.get("l_rr", 0.0) == pytest.approx(r2.get("l_rr", 0.0), rel=1e-4)
     a = load_file(str(tmp_path / "one" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "checkpoint" / "model.safetensors"))
-    for k in a:  # Adam turns float-rounding differences of near-zero gradients into steps of up to ~lr/100
-        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4, msg=k)
+    # Adam normalises each step, so a float-rounding difference in a near-zero gradient can move an
+    # element by a fair share of lr (seen: 1.3e-4 = lr/24 on 1 of 65,600 entries). The same
+    # optimisation keeps every element within lr/10 and all but a handful within 1e-5; a real
+    # difference between the runs (a lost gradient, another batch) moves most of them.
+    for k in a:
+        d = (a[k] - b[k]).abs()
+        assert float(d.max()) <= 3e-3 / 10, (k, float(d.max()))
+        assert int((d > 1e-5).sum()) <= max(2, d.numel() // 1000), (k, int((d > 1e-5).sum()), d.numel())
