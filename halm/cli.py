@@ -152,7 +152,7 @@ def cmd_eval_t2a(args) -> int:
 
 def cmd_codec_eval(args) -> int:
     from halm.audio.codec import Codec
-    from halm.audio.codec_eval import evaluate_codec
+    from halm.audio.codec_eval import METRICS, evaluate_codec
 
     codec = Codec.load(args.codec, n_codebooks=args.n_codebooks)
     r = evaluate_codec(codec, args.data, max_items=args.max_items, wav_dir=args.wav, plot=args.plot,
@@ -161,9 +161,9 @@ def cmd_codec_eval(args) -> int:
         print(json.dumps(r))
         return 0
     print(f"codec {r['codec']}: {r['n_codebooks']} codebooks, {r['bitrate_kbps']} kbps, {r['clips']} clips")
+
     def row(name, model, m):
-        cells = [m.get(k) for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error",
-                                    "f0_error_cents", "f0_frame_error")]
+        cells = [m.get(k) for k in METRICS]
         print(f"| {name} | {model} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
 
     print("| source | model | mel L1 | STFT dist | SI-SNR (dB) | voicing recall | gross pitch error | F0 error (cents) "

@@ -284,10 +284,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     state_dir = out / "train_state"
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "train_config.json"
+    mine = json.loads(json.dumps(asdict(cfg)))  # as stored (tuples become lists)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        mine = json.loads(json.dumps(asdict(cfg)))
-        old = {**LEGACY, **old}
+        old = {**LEGACY, **json.loads(cfg_path.read_text())}
         changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
             hint = " ".join(f"{k}={json.dumps(a)}" for k, (a, _) in changed.items())
@@ -313,7 +312,6 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if not (resume_dir / "trainer.pt").exists():
             raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {resume_dir}")
         src = {**LEGACY, **json.loads((Path(init_from) / "train_config.json").read_text())}
-        mine = json.loads(json.dumps(asdict(cfg)))
         differ = {k: (src.get(k), mine[k]) for k in ARCHITECTURE if src.get(k) != mine[k]}
         if differ:
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
