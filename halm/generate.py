@@ -46,7 +46,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     if temperature <= 0:
         return logits.argmax(-1)
     if 0 < top_k < logits.size(-1) and top_p >= 1.0:  # same distribution, softmax and draw over k values only
-        vals, idx = torch.topk(logits / temperature, top_k, dim=-1)
+        vals, idx = torch.topk(logits if temperature == 1.0 else logits / temperature, top_k, dim=-1)
         return idx.gather(-1, torch.multinomial(vals.softmax(-1), 1, generator=generator))[:, 0]
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]

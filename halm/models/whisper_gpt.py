@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from halm.models.gpt import next_token_loss
-from halm.models.layers import CausalStack, HybridCache, init_weights
+from halm.models.layers import CausalStack, HybridCache, init_weights, linear
 
 
 @dataclass
@@ -83,9 +83,9 @@ class WhisperGPT(nn.Module):
         mel = mel.to(self.mel_in.weight.dtype).reshape(B, T, -1)  # (B, T, r*M)
         if self.cfg.mel_zero:
             mel = torch.zeros_like(mel)
-        m = self.mel_path(self.mel_in(mel), cache.mel if cache is not None else None)  # (B, T, Dm)
-        x = self.fuse(torch.cat([self.wte(tokens), m], dim=-1))  # (B, T, D)
-        return self.head(self.stack(x, cache.decoder if cache is not None else None))  # (B, T, V)
+        m = self.mel_path(linear(mel, self.mel_in), cache.mel if cache is not None else None)  # (B, T, Dm)
+        x = linear(torch.cat([self.wte(tokens), m], dim=-1), self.fuse)  # (B, T, D)
+        return linear(self.stack(x, cache.decoder if cache is not None else None), self.head)  # (B, T, V)
 
     def generate(self, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
         """Continue tokens (B, T0) by n_new tokens; keyword arguments as halm.generate.generate."""
