@@ -10,8 +10,10 @@ collapsed onto one entry (see `data_dependent_init`). Losses: multi-scale mel (L
 5 FFT sizes, the log floored 80 dB below each clip's peak), waveform L1, the commitment loss and a pull
 of the latent's rms towards 1 (unconstrained, it drifted to ~50 during the warm-up and then collapsed
 onto a few codes under the commitment loss); quantizer dropout (1..K codebooks per step) so that decoding
-from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. No adversarial
-discriminator: on 2 CPU cores it would halve the steps we can afford (see docs/results.md).
+from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. With `adv_weight > 0`,
+EnCodec's multi-scale STFT discriminator (halm.audio.discriminator) adds a hinge adversarial loss and
+feature matching, and is trained alongside (its weights and optimizer are checkpointed with the rest);
+off by default: it costs ~2x per step on a CPU (see docs/results.md for what it bought).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
@@ -33,11 +35,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from halm.audio.codec import Codec
+from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
-LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0}
+LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
+          "disc_lr": 3e-4}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps")
@@ -67,6 +71,10 @@ class CodecTrainConfig:
     mel_weight: float = 1.0
     mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: fixed 1e-5 (runs before v1)
     quantizer_dropout: bool = True
+    adv_weight: float = 0.0  # hinge loss of the STFT discriminator on the decoder; 0: no discriminator (EnCodec: 3)
+    feat_weight: float = 2.0  # its feature-matching loss (HiFi-GAN: 2 with adv 1; EnCodec: 3 and 3); used only when adv_weight > 0
+    disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
+    disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
     log_every: int = 10
@@ -302,6 +310,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     rvq = RVQTrainer(model.quantizer, cfg)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    disc = disc_opt = None
+    if cfg.adv_weight > 0:
+        disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters)
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     seg = int(cfg.segment_seconds * cfg.sample_rate)
@@ -323,6 +335,11 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             group["lr"], group["betas"] = cfg.lr, tuple(cfg.betas)
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
+        if disc is not None and (resume_dir / "discriminator.safetensors").exists():  # else: a run without one, so a fresh one
+            disc.load_state_dict(load_file(str(resume_dir / "discriminator.safetensors")))
+            disc_opt.load_state_dict(st["disc_optimizer"])
+            for group in disc_opt.param_groups:
+                group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
         step = int(st["step"])
         if resume_dir != state_dir:
             (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
@@ -336,8 +353,12 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     def save():
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(state_dir / "model.safetensors.tmp"))
         os.replace(state_dir / "model.safetensors.tmp", state_dir / "model.safetensors")
+        if disc is not None:
+            save_file(disc.state_dict(), str(state_dir / "discriminator.safetensors.tmp"))
+            os.replace(state_dir / "discriminator.safetensors.tmp", state_dir / "discriminator.safetensors")
         _atomic_torch_save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                            "step": step}, state_dir / "trainer.pt")
+                            "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {})},
+                           state_dir / "trainer.pt")
         export = EncodecModel(model.config)
         export.load_state_dict(model.state_dict())
         Codec(export, str(out / "codec")).save(out / "codec")
@@ -361,12 +382,20 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         l_wave = (y - x).abs().mean()
         l_scale = (emb.pow(2).mean().sqrt() - 1.0).pow(2)
         loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit + cfg.latent_weight * l_scale
+        if disc is not None:
+            l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
+            loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite codec loss at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if disc is not None:
+            l_disc = discriminator_loss(disc, y[:, 0], x[:, 0])
+            disc_opt.zero_grad(set_to_none=True)
+            l_disc.backward()
+            disc_opt.step()
         step += 1
         audio_done += cfg.batch_size * cfg.segment_seconds
         bar.update(1)
@@ -376,6 +405,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                    "commit": round(commit.item(), 5), "n_q": n_q,
                    "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4),
                    "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
+            if disc is not None:
+                row.update(adv=round(l_adv.item(), 5), feat=round(l_feat.item(), 5), disc=round(l_disc.item(), 5))
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
