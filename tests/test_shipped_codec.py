@@ -62,3 +62,7 @@ def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
     assert r["voiced_frames"] > 50 and 0 <= r["voicing_recall"] <= 1 and 0 <= r["gross_pitch_error"] <= 1
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert len(list((tmp_path / "w").rglob("*.codec.wav"))) == 2
+    clips = r["per_clip"]  # each clip's own scores, with its attributes; the pooled frames are theirs
+    assert len(clips) == 2 and all("voice" in c["attributes"] for c in clips)
+    assert sum(c["codec"]["voiced_frames"] for c in clips) == r["voiced_frames"]
+    assert np.isclose(np.mean([c["codec"]["mel_l1"] for c in clips]), r["mel_l1"], atol=1e-3)

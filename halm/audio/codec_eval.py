@@ -16,6 +16,8 @@ Metrics per corpus (and pooled over all clips):
   (halm.metrics.pitch: YIN F0 of original vs reconstruction, pooled over the frames of all clips;
   f0_frame_error compares codecs over the same frames). A codec that keeps the envelope but loses the
   pitch scores badly here.
+`per_clip` lists every clip's own scores with its attributes (e.g. the synthetic speech's voice and
+base pitch), for a breakdown of which voices or sounds a codec keeps.
 The naive baseline at the same bitrate: 8-bit mu-law at sample rate bitrate / 8 (e.g. 375 Hz at
 3 kbps), resampled back up.
 """
@@ -117,7 +119,7 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
     sr = codec.sample_rate
     per_source: dict[str, dict] = {}
     counts = [np.zeros(codec.codebook_size, dtype=np.int64) for _ in range(codec.n_codebooks)]
-    all_rows, base_rows, skipped, plot_rows = [], [], [], []
+    all_rows, base_rows, skipped, plot_rows, per_clip = [], [], [], [], []
     for src in sources:
         items = list(open_source(src))[:max_items]
         rows, brows = [], []
@@ -136,6 +138,8 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             rows.append(_scores(x, y, sr, f0_x))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
             brows.append(_scores(x, b, sr, f0_x))
+            per_clip.append({"source": Path(src).name, "id": item.id, "attributes": item.attributes,
+                             "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:])})
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
@@ -162,7 +166,7 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
         "codebook_usage": usage, "code_perplexity": perplexity, "per_source": per_source,
         "mulaw_baseline": base,
         "winner": {k: _winner(pooled[k], base[k], k in HIGHER_IS_BETTER) for k in METRICS},
-        "skipped": skipped,
+        "per_clip": per_clip, "skipped": skipped,
     }
     if plot:
         from halm.plots import plot_spectrogram_pairs
