@@ -17,7 +17,8 @@ Metrics per corpus (and pooled over all clips):
   f0_frame_error compares codecs over the same frames). A codec that keeps the envelope but loses the
   pitch scores badly here.
 `per_clip` lists every clip's own scores with its attributes (e.g. the synthetic speech's voice and
-base pitch), for a breakdown of which voices or sounds a codec keeps.
+base pitch) and the median F0 of the original and of each decoding, for a breakdown of which voices
+or sounds a codec keeps (v2 of halm-small decodes every voice at 75 Hz, its frame rate).
 The naive baseline at the same bitrate: 8-bit mu-law at sample rate bitrate / 8 (e.g. 375 Hz at
 3 kbps), resampled back up.
 """
@@ -93,9 +94,16 @@ METRICS = SPECTRAL + PITCH
 HIGHER_IS_BETTER = ("si_snr", "voicing_recall")
 
 
+def _median_f0(f0: np.ndarray) -> float | None:
+    """Median F0 (Hz) over the voiced frames (F0 > 0) of a track, None if none is voiced."""
+    voiced = f0[f0 > 0]
+    return round(float(np.median(voiced)), 1) if len(voiced) else None
+
+
 def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray) -> dict:
+    f0_y = yin_f0(y.numpy(), sr)
     return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
-            "pitch": pitch_counts(f0_x, yin_f0(y.numpy(), sr))}
+            "pitch": pitch_counts(f0_x, f0_y), "f0_median_hz": _median_f0(f0_y)}
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -139,7 +147,9 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
             brows.append(_scores(x, b, sr, f0_x))
             per_clip.append({"source": Path(src).name, "id": item.id, "attributes": item.attributes,
-                             "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:])})
+                             "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:]),
+                             "f0_median_hz": {"original": _median_f0(f0_x), "codec": rows[-1]["f0_median_hz"],
+                                              "mulaw_baseline": brows[-1]["f0_median_hz"]}})
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
