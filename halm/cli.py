@@ -174,6 +174,9 @@ def cmd_codec_eval(args) -> int:
                 row(name, model, d[model])
     row("all", "codec", r)
     row("all", "mulaw_baseline", r["mulaw_baseline"])
+    hp = r["hop_periodicity"]
+    print(f"waveform autocorrelation at one frame ({r['clips']} clips): original {hp['original']:.3f}, "
+          f"codec {hp['codec']:.3f}, mu-law {hp['mulaw_baseline']:.3f} (near 1: the decoding repeats every frame)")
     print(f"codebook usage (share of entries): {r['codebook_usage']}")
     print(f"code perplexity: {r['code_perplexity']}")
     print(f"winner per metric: {r['winner']}")

@@ -169,6 +169,19 @@ def test_mel_loss_ignores_what_is_80_db_below_the_clip_peak():
     assert relative(wrong, x) > 1.0
 
 
+def test_hop_periodicity_finds_a_waveform_that_repeats_every_frame():
+    from halm.audio.codec_eval import lag_autocorr
+
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randn(320, generator=g)
+    buzz = frame.repeat(30) * torch.linspace(0.2, 1.0, 9600)  # the same waveform each frame, louder over time
+    assert lag_autocorr(buzz, 320) > 0.99
+    assert abs(lag_autocorr(torch.randn(9600, generator=g), 320)) < 0.05
+    t = torch.arange(9600) / 24000
+    voice = torch.sin(2 * torch.pi * 187.5 * t)  # 320 samples = 2.5 periods of 187.5 Hz: opposite phase
+    assert lag_autocorr(voice, 320) < -0.99 and lag_autocorr(voice, 128) > 0.99  # 128 samples = one period
+
+
 def test_codec_eval_metrics_floor_at_80_db_and_rank_real_errors():
     from halm.audio.codec_eval import mel_l1, si_snr, stft_distance
 

@@ -67,3 +67,6 @@ def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
     assert sum(c["codec"]["voiced_frames"] for c in clips) == r["voiced_frames"]
     assert np.isclose(np.mean([c["codec"]["mel_l1"] for c in clips]), r["mel_l1"], atol=1e-3)
     assert all(60 <= c["f0_median_hz"]["original"] <= 500 for c in clips)  # YIN's range; the voices are voiced
+    hp = r["hop_periodicity"]
+    assert all(-1 <= hp[k] <= 1 for k in ("original", "codec", "mulaw_baseline"))
+    assert np.isclose(np.mean([c["original_hop_periodicity"] for c in clips]), hp["original"], atol=1e-3)

@@ -16,6 +16,10 @@ Metrics per corpus (and pooled over all clips):
   (halm.metrics.pitch: YIN F0 of original vs reconstruction, pooled over the frames of all clips;
   f0_frame_error compares codecs over the same frames). A codec that keeps the envelope but loses the
   pitch scores badly here.
+- hop_periodicity: normalized autocorrelation of the waveform at a lag of one codec frame (hop_length
+  samples), for the original, the decoding and the baseline (mean over clips): a decoder that emits
+  nearly the same waveform every frame scores near 1 (v2 of halm-small: 0.8 on speech), while the
+  original's value is whatever its pitch gives (low unless the F0 divides the frame rate).
 `per_clip` lists every clip's own scores with its attributes (e.g. the synthetic speech's voice and
 base pitch) and the median F0 of the original and of each decoding, for a breakdown of which voices
 or sounds a codec keeps (v2 of halm-small decodes every voice at 75 Hz, its frame rate).
@@ -100,15 +104,21 @@ def _median_f0(f0: np.ndarray) -> float | None:
     return round(float(np.median(voiced)), 1) if len(voiced) else None
 
 
-def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray) -> dict:
+def lag_autocorr(x: torch.Tensor, lag: int) -> float:
+    """Normalized autocorrelation of a waveform at `lag` samples over the whole clip (silence adds nothing)."""
+    a, b = x[:-lag].double(), x[lag:].double()
+    return float((a @ b) / torch.sqrt((a @ a) * (b @ b)).clamp_min(1e-20))
+
+
+def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray, hop: int) -> dict:
     f0_y = yin_f0(y.numpy(), sr)
     return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
-            "pitch": pitch_counts(f0_x, f0_y), "f0_median_hz": _median_f0(f0_y)}
+            "pitch": pitch_counts(f0_x, f0_y), "f0_median_hz": _median_f0(f0_y), "hop_periodicity": lag_autocorr(y, hop)}
 
 
 def _summary(rows: list[dict]) -> dict:
     """Spectral metrics: mean over clips. Pitch scores: pooled over the frames of all clips (None if no voiced frame)."""
-    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in SPECTRAL}
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in SPECTRAL + ("hop_periodicity",)}
     p = pooled_scores([r["pitch"] for r in rows])
     out |= {k: None if p[k] is None else round(float(p[k]), 4) for k in PITCH}
     return out | {"clips": len(rows), "voiced_frames": p["voiced_frames"]}
@@ -127,7 +137,7 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
     sr = codec.sample_rate
     per_source: dict[str, dict] = {}
     counts = [np.zeros(codec.codebook_size, dtype=np.int64) for _ in range(codec.n_codebooks)]
-    all_rows, base_rows, skipped, plot_rows, per_clip = [], [], [], [], []
+    all_rows, base_rows, skipped, plot_rows, per_clip, orig_periodicity = [], [], [], [], [], []
     for src in sources:
         items = list(open_source(src))[:max_items]
         rows, brows = [], []
@@ -143,13 +153,15 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             for k in range(codec.n_codebooks):
                 counts[k] += np.bincount(codes[0, k].cpu().numpy(), minlength=codec.codebook_size)
             f0_x = yin_f0(wav[0], sr)
-            rows.append(_scores(x, y, sr, f0_x))
+            rows.append(_scores(x, y, sr, f0_x, codec.hop_length))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
-            brows.append(_scores(x, b, sr, f0_x))
+            brows.append(_scores(x, b, sr, f0_x, codec.hop_length))
+            orig_periodicity.append(lag_autocorr(x, codec.hop_length))
             per_clip.append({"source": Path(src).name, "id": item.id, "attributes": item.attributes,
                              "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:]),
                              "f0_median_hz": {"original": _median_f0(f0_x), "codec": rows[-1]["f0_median_hz"],
-                                              "mulaw_baseline": brows[-1]["f0_median_hz"]}})
+                                              "mulaw_baseline": brows[-1]["f0_median_hz"]},
+                             "original_hop_periodicity": round(orig_periodicity[-1], 4)})
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
@@ -174,6 +186,8 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
         "codec": codec.name, "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 3),
         **{k: pooled[k] for k in METRICS}, "clips": pooled["clips"], "voiced_frames": pooled["voiced_frames"],
         "codebook_usage": usage, "code_perplexity": perplexity, "per_source": per_source,
+        "hop_periodicity": {"original": round(float(np.mean(orig_periodicity)), 4), "codec": pooled["hop_periodicity"],
+                            "mulaw_baseline": base["hop_periodicity"]},
         "mulaw_baseline": base,
         "winner": {k: _winner(pooled[k], base[k], k in HIGHER_IS_BETTER) for k in METRICS},
         "per_clip": per_clip, "skipped": skipped,

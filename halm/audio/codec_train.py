@@ -13,7 +13,7 @@ onto a few codes under the commitment loss); quantizer dropout (1..K codebooks p
 from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. With `adv_weight > 0`,
 EnCodec's multi-scale STFT discriminator (halm.audio.discriminator) adds a hinge adversarial loss and
 feature matching, and is trained alongside (its weights and optimizer are checkpointed with the rest);
-off by default: it costs ~2x per step on a CPU (see docs/results.md for what it bought).
+off by default: it makes a step ~3.5x slower on one CPU thread (docs/results.md: what 1,600 steps of it bought).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
