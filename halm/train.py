@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from halm import __version__
+from halm.checkpoint import complete_checkpoint_dir, write_checkpoint_dir
 from halm.config import apply_overrides
 
 
@@ -254,30 +254,18 @@ def _state_dict_for_saving(model: nn.Module) -> dict:
 def save_checkpoint(run: Path, model, ema, optimizer, state: dict):
     from safetensors.torch import save_file
 
-    tmp, final, old = run / "checkpoint.tmp", run / "checkpoint", run / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_state_dict_for_saving(model), str(tmp / "model.safetensors"))
-    if ema is not None:
-        save_file(_state_dict_for_saving(ema), str(tmp / "ema.safetensors"))
-    torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
-    for f in tmp.iterdir():  # make the bytes durable before the rename makes them visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(folder: Path):
+        save_file(_state_dict_for_saving(model), str(folder / "model.safetensors"))
+        if ema is not None:
+            save_file(_state_dict_for_saving(ema), str(folder / "ema.safetensors"))
+        torch.save({**state, "optimizer": optimizer.state_dict()}, folder / "state.pt")
+
+    write_checkpoint_dir(run / "checkpoint", write)
 
 
 def checkpoint_dir(run: Path) -> Path | None:
     """The last complete checkpoint (checkpoint/, or checkpoint.old/ if a crash hit between the renames)."""
-    for name in ("checkpoint", "checkpoint.old"):
-        d = Path(run) / name
-        if (d / "model.safetensors").exists() and (d / "state.pt").exists():
-            return d
-    return None
+    return complete_checkpoint_dir(Path(run) / "checkpoint", ("model.safetensors", "state.pt"))
 
 
 def read_run_config(run: str | os.PathLike) -> dict:

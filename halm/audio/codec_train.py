@@ -37,7 +37,9 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
+from halm.checkpoint import complete_checkpoint_dir, write_checkpoint_dir
 
+STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
@@ -274,12 +276,6 @@ class AudioCrops:
         return torch.stack(out)[:, None]  # (B, 1, N)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True,
                 init_from: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
@@ -289,8 +285,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     from transformers import EncodecModel
 
     out = Path(out)
-    state_dir = out / "train_state"
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = out / "train_state"  # written as a whole by halm.checkpoint (a kill leaves one complete step)
+    out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "train_config.json"
     mine = json.loads(json.dumps(asdict(cfg)))  # as stored (tuples become lists)
     if cfg_path.exists():
@@ -318,16 +314,16 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     step = 0
     seg = int(cfg.segment_seconds * cfg.sample_rate)
     data = AudioCrops(sources, cfg.sample_rate, seg, progress)
-    resume_dir = state_dir
-    if not (state_dir / "trainer.pt").exists() and init_from is not None:
-        resume_dir = Path(init_from) / "train_state"
-        if not (resume_dir / "trainer.pt").exists():
-            raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {resume_dir}")
+    resume_dir = own = complete_checkpoint_dir(state_dir, STATE_FILES)
+    if own is None and init_from is not None:
+        resume_dir = complete_checkpoint_dir(Path(init_from) / "train_state", STATE_FILES)
+        if resume_dir is None:
+            raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {Path(init_from) / 'train_state'}")
         src = {**LEGACY, **json.loads((Path(init_from) / "train_config.json").read_text())}
         differ = {k: (src.get(k), mine[k]) for k in ARCHITECTURE if src.get(k) != mine[k]}
         if differ:
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
-    if (resume_dir / "trainer.pt").exists():
+    if resume_dir is not None:
         model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
         st = torch.load(resume_dir / "trainer.pt", weights_only=True)
         opt.load_state_dict(st["optimizer"])
@@ -341,7 +337,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
         step = int(st["step"])
-        if resume_dir != state_dir:
+        if own is None:
             (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
     else:
         data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)))
@@ -350,15 +346,16 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     bar = tqdm(total=cfg.steps, initial=step, desc="codec train", disable=not progress, dynamic_ncols=True)
     t0, audio_done = time.perf_counter(), 0.0
 
-    def save():
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(state_dir / "model.safetensors.tmp"))
-        os.replace(state_dir / "model.safetensors.tmp", state_dir / "model.safetensors")
+    def write_state(folder: Path):
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
         if disc is not None:
-            save_file(disc.state_dict(), str(state_dir / "discriminator.safetensors.tmp"))
-            os.replace(state_dir / "discriminator.safetensors.tmp", state_dir / "discriminator.safetensors")
-        _atomic_torch_save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                            "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {})},
-                           state_dir / "trainer.pt")
+            save_file(disc.state_dict(), str(folder / "discriminator.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {})},
+                   folder / "trainer.pt")
+
+    def save():
+        write_checkpoint_dir(state_dir, write_state)
         export = EncodecModel(model.config)
         export.load_state_dict(model.state_dict())
         Codec(export, str(out / "codec")).save(out / "codec")
@@ -412,7 +409,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
-    if not (state_dir / "trainer.pt").exists():  # nothing left to train (--init-from a run already at --steps)
+    if complete_checkpoint_dir(state_dir, STATE_FILES) is None:  # nothing left to train (--init-from a run already at --steps)
         save()
     bar.close()
     metrics_f.close()

@@ -1,0 +1,40 @@
+"""Checkpoint folders written as a whole: every trainer of halm saves through here.
+
+A checkpoint is several files (weights, optimizer, RNG, step…) that must belong to the same step. They
+are written into `NAME.tmp/`, made durable, and swapped in by renames (`NAME/` -> `NAME.old/`,
+`NAME.tmp/` -> `NAME/`), so a kill at any moment leaves one complete checkpoint: `NAME/`, or
+`NAME.old/` when the kill fell between the two renames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_checkpoint_dir(final: Path, write: Callable[[Path], None]) -> None:
+    """`write(folder)` fills a fresh folder; it then replaces `final` in one rename."""
+    final = Path(final)
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for f in tmp.iterdir():  # make the bytes durable before the rename makes them visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def complete_checkpoint_dir(final: Path, required: tuple[str, ...]) -> Path | None:
+    """The last complete checkpoint folder written by write_checkpoint_dir (holding every `required` file), or None."""
+    final = Path(final)
+    for d in (final, final.with_name(final.name + ".old")):
+        if all((d / name).exists() for name in required):
+            return d
+    return None
