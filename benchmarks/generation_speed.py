@@ -6,6 +6,7 @@ frames every step), which is what a non-causal codec would need. Weights are ran
 depend on them. Real time = 75 tokens/s (24 kHz, hop 320).
 
     python benchmarks/generation_speed.py [--tokens 500] [--prompt 12] [--threads 2] [--repeat 3] [--json]
+    python benchmarks/generation_speed.py --micro [--threads 2]   # what one decode step is made of
 """
 
 from __future__ import annotations
@@ -47,6 +48,42 @@ def profile(n: int):
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def micro():
+    """The costs a cached batch-1 step is made of, in microseconds per call (best of 5 rounds):
+    dispatch of a trivial op, a 1008x252 matrix-vector product with its weights hot (one matrix, fits
+    in L2) and cold (12 matrices, a 12 MB working set, like the 13 MB of gpt-s's weights), the same
+    product in bf16 / fp16, and attention of one query over 256 cached keys (sdpa vs written out)."""
+    import torch.nn.functional as F
+
+    def us(fn, n=400):
+        fn()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n * 1e6)
+        return best
+
+    g = torch.Generator().manual_seed(0)
+    rows = {}
+    with torch.inference_mode():
+        x = torch.randn(252, generator=g)
+        rows["x + 1 (dispatch of one op)"] = us(lambda: x + 1)
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            ws = [torch.randn(1008, 252, generator=g).to(dtype) for _ in range(12)]
+            b, v = torch.zeros(1008, dtype=dtype), x.to(dtype)
+            name = str(dtype).replace("torch.", "")
+            rows[f"addmv 1008x252 {name}, hot"] = us(lambda b=b, w=ws[0], v=v: torch.addmv(b, w, v))
+            rows[f"addmv 1008x252 {name}, 12 MB working set"] = us(lambda b=b, ws=ws, v=v: [torch.addmv(b, w, v) for w in ws], 40) / 12
+        q = torch.randn(1, 4, 1, 63, generator=g)
+        k, v = torch.randn(2, 1, 4, 256, 63, generator=g).unbind(0)
+        rows["sdpa, 1 query x 256 keys"] = us(lambda: F.scaled_dot_product_attention(q, k, v))
+        rows["matmul-softmax-matmul, same"] = us(lambda: ((q @ k.transpose(-1, -2)) * 63**-0.5).softmax(-1) @ v)
+    for name, t in rows.items():
+        print(f"{name:45s} {t:8.1f} us")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=500, help="tokens to generate (default 500, within the context)")
@@ -54,11 +91,14 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--repeat", type=int, default=3, help="runs per mode; the best is reported (default 3)")
     p.add_argument("--profile", type=int, metavar="N", help="instead: profile N cached gpt-s steps (torch.profiler table)")
+    p.add_argument("--micro", action="store_true", help="instead: the per-call costs a cached step is made of")
     p.add_argument("--json", action="store_true", help="one JSON object")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
         return profile(args.profile)
+    if args.micro:
+        return micro()
     from halm.audio import MelConfig
     from halm.audio.codec import Codec
     from halm.audio.codec_mel import ClosedLoopMel

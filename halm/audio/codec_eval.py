@@ -18,7 +18,7 @@ Metrics per corpus (and pooled over all clips):
   pitch scores badly here.
 - hop_periodicity: normalized autocorrelation of the waveform at a lag of one codec frame (hop_length
   samples), for the original, the decoding and the baseline (mean over clips): a decoder that emits
-  nearly the same waveform every frame scores near 1 (v2 of halm-small: 0.8 on speech), while the
+  nearly the same waveform every frame scores near 1 (v2 of halm-small: 0.91 on speech), while the
   original's value is whatever its pitch gives (low unless the F0 divides the frame rate).
 `per_clip` lists every clip's own scores with its attributes (e.g. the synthetic speech's voice and
 base pitch) and the median F0 of the original and of each decoding, for a breakdown of which voices
