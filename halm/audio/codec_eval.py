@@ -137,7 +137,7 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
     sr = codec.sample_rate
     per_source: dict[str, dict] = {}
     counts = [np.zeros(codec.codebook_size, dtype=np.int64) for _ in range(codec.n_codebooks)]
-    all_rows, base_rows, skipped, plot_rows, per_clip, orig_periodicity = [], [], [], [], [], []
+    all_rows, base_rows, skipped, plot_rows, per_clip = [], [], [], [], []
     for src in sources:
         items = list(open_source(src))[:max_items]
         rows, brows = [], []
@@ -156,12 +156,11 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             rows.append(_scores(x, y, sr, f0_x, codec.hop_length))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
             brows.append(_scores(x, b, sr, f0_x, codec.hop_length))
-            orig_periodicity.append(lag_autocorr(x, codec.hop_length))
             per_clip.append({"source": Path(src).name, "id": item.id, "attributes": item.attributes,
                              "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:]),
                              "f0_median_hz": {"original": _median_f0(f0_x), "codec": rows[-1]["f0_median_hz"],
                                               "mulaw_baseline": brows[-1]["f0_median_hz"]},
-                             "original_hop_periodicity": round(orig_periodicity[-1], 4)})
+                             "original_hop_periodicity": round(lag_autocorr(x, codec.hop_length), 4)})
             if wav_dir:
                 stem = Path(wav_dir) / Path(src).name / item.id.replace("/", "_")
                 save_audio(f"{stem}.orig.wav", wav, sr)
@@ -186,7 +185,8 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
         "codec": codec.name, "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 3),
         **{k: pooled[k] for k in METRICS}, "clips": pooled["clips"], "voiced_frames": pooled["voiced_frames"],
         "codebook_usage": usage, "code_perplexity": perplexity, "per_source": per_source,
-        "hop_periodicity": {"original": round(float(np.mean(orig_periodicity)), 4), "codec": pooled["hop_periodicity"],
+        "hop_periodicity": {"original": round(float(np.mean([c["original_hop_periodicity"] for c in per_clip])), 4),
+                            "codec": pooled["hop_periodicity"],
                             "mulaw_baseline": base["hop_periodicity"]},
         "mulaw_baseline": base,
         "winner": {k: _winner(pooled[k], base[k], k in HIGHER_IS_BETTER) for k in METRICS},
