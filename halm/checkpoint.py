@@ -8,6 +8,7 @@ are written into `NAME.tmp/`, made durable, and swapped in by renames (`NAME/` -
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -38,3 +39,20 @@ def complete_checkpoint_dir(final: Path, required: tuple[str, ...]) -> Path | No
         if all((d / name).exists() for name in required):
             return d
     return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` by `text` in one rename: a kill leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows of a `metrics.jsonl` logged after `step`: on resume, those steps are trained (and logged) again."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))

@@ -42,7 +42,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from halm import __version__
-from halm.checkpoint import complete_checkpoint_dir, write_checkpoint_dir
+from halm.checkpoint import atomic_write_text, complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides
 
 
@@ -241,12 +241,6 @@ class _LossModule(nn.Module):
 
 
 # ---- run directory ------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _state_dict_for_saving(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
@@ -360,7 +354,7 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
                               f"command to resume, or choose a new --out")
     elif rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(run / "config.json", json.dumps(run_config, indent=2) + "\n")
+        atomic_write_text(run / "config.json", json.dumps(run_config, indent=2) + "\n")
 
     torch.manual_seed(tcfg.seed)
     model = build_model(family, mcfg).to(device)
@@ -394,7 +388,7 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"].cpu())
         if rank == 0:  # drop log lines written after the checkpoint by the interrupted run
-            _truncate_metrics(run / "metrics.jsonl", step)
+            truncate_metrics(run / "metrics.jsonl", step)
 
     n_params = count_params(model)
     core = _LossModule(model)
@@ -527,9 +521,3 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
             "tokens": tokens_seen, "new_tokens": new_tokens,
             "tokens_per_s": round(new_tokens / dt, 1) if new_tokens else None, **last_val}
 
-
-def _truncate_metrics(path: Path, step: int):
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    _atomic_write_text(path, "".join(line + "\n" for line in keep))

@@ -106,6 +106,12 @@ def test_init_from_continues_another_run(tmp_path):
     assert json.loads((tmp_path / "b" / "init_from.json").read_text())["step"] == 2
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 4]
+    # a run killed after its checkpoint at step 4 had logged steps 5-6: the rerun logs them once
+    with open(tmp_path / "one" / "metrics.jsonl", "a") as f:
+        f.write("".join(json.dumps({"step": s, "mel": 9.9}) + "\n" for s in (5, 6)))
+    train_codec(CodecTrainConfig(**{**cfg.__dict__, "steps": 6}), data, tmp_path / "one", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[-1]["mel"] != 9.9
     other = CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "dead_code_threshold": 0.5, "lr": 1e-5})
     train_codec(other, data, tmp_path / "c", progress=False, init_from=tmp_path / "a")  # a recipe change is allowed
     st = torch.load(tmp_path / "c" / "train_state" / "trainer.pt", weights_only=True)

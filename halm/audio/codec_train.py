@@ -37,7 +37,7 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
-from halm.checkpoint import complete_checkpoint_dir, write_checkpoint_dir
+from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
@@ -342,6 +342,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     else:
         data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)))
     model.train()
+    truncate_metrics(out / "metrics.jsonl", step)  # rows an interrupted run logged after its last checkpoint
     metrics_f = open(out / "metrics.jsonl", "a")
     bar = tqdm(total=cfg.steps, initial=step, desc="codec train", disable=not progress, dynamic_ncols=True)
     t0, audio_done = time.perf_counter(), 0.0
