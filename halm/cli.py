@@ -484,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dev-share", type=float, default=0.05, help="hash-split share for dev when the source has no split")
     s.add_argument("--min-seconds", type=float, default=0.1, help="skip shorter clips (default 0.1)")
     s.add_argument("--require-text", action="store_true", help="skip clips without text/caption (for text-to-audio)")
-    s.add_argument("--workers", type=int, default=1, help="parallel worker processes, one shard each (default 1)")
+    s.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+                   help="parallel worker processes of one thread each, one shard at a time (default: the CPU cores, "
+                        "at most 8; on 2 cores, 2 workers ran 1.3x faster than 1 worker of 2 threads)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_prepare)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from halm.audio import MelConfig, causal_log_mel
-from halm.audio.codec import Codec, CodecError, convert_original_state_dict
+from halm.audio.codec import Codec, CodecError, convert_original_state_dict, fast_padding
 from tests.helpers import tiny_codec_dir, tiny_encodec
 
 
@@ -14,6 +14,7 @@ def model():
 
 def test_codes_equal_transformers_encode_and_frames_equal_mel_slices(model):
     codec = Codec(model, "tiny")
+    model = tiny_encodec(n_codebooks=4, codebook_size=32)  # the same weights, transformers' own padding
     assert (codec.sample_rate, codec.hop_length, codec.frame_rate, codec.n_codebooks, codec.codebook_size) == (24000, 320, 75.0, 4, 32)
     mel_cfg = MelConfig(sample_rate=24000, hop_length=320)
     for n in [320, 1000, 4801, 12345]:
@@ -26,6 +27,21 @@ def test_codes_equal_transformers_encode_and_frames_equal_mel_slices(model):
         assert ours.shape[-1] == causal_log_mel(x[0, 0], mel_cfg).shape[0]
         if n > 4000:
             assert len(torch.unique(ours[:, 0])) > 1  # codes carry information
+
+
+def test_fast_padding_gives_transformers_outputs_and_gradients():
+    """halm's reflect padding (slices + cat) replaces F.pad's slow CPU kernel: the same numbers, forward and backward."""
+    ours, ref = fast_padding(tiny_encodec(seed=3).train()), tiny_encodec(seed=3).train()
+    for n in [100, 320, 2401, 9600]:  # 100: shorter than some paddings (transformers' own path)
+        x = torch.randn(2, 1, n) * 0.3
+        outs = []
+        for m in (ours, ref):
+            m.zero_grad()
+            y = m.decoder(m.encoder(x))
+            (y ** 2).mean().backward()
+            outs.append((y.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+        assert torch.equal(outs[0][0], outs[1][0])
+        assert len(outs[0][1]) == len(outs[1][1]) > 0 and all(torch.equal(a, b) for a, b in zip(*(o[1] for o in outs)))
 
 
 def test_fewer_codebooks_and_decode_prefix(model):

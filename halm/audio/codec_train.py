@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from halm.audio.codec import Codec
+from halm.audio.codec import Codec, fast_padding
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
@@ -302,7 +302,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # a run slowed 3x mid-way (1.5 -> 4.6 s/step), denormals suspected
     torch.manual_seed(cfg.seed)
-    model = EncodecModel(cfg.encodec_config())
+    model = fast_padding(EncodecModel(cfg.encodec_config()))
     rvq = RVQTrainer(model.quantizer, cfg)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)

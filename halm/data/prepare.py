@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -166,6 +167,10 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 _WORKER: dict = {}
+# Workers forked from this process start at once (torch and transformers are already imported; a spawned
+# worker spends ~7 s importing them). They run one thread each, so the parent's thread pool is never used
+# in a child. Elsewhere (macOS, Windows) fork is unsafe or missing: spawn.
+_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _worker_init(codec_spec: str, n_codebooks, mel_cfg: dict, cfg: dict) -> None:
@@ -220,7 +225,7 @@ def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = Non
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context(_START_METHOD)
         with ctx.Pool(workers, initializer=_worker_init, initargs=init_args) as pool:
             for _, seconds, _n in pool.imap_unordered(_worker_shard, todo):
                 new_s += seconds
