@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from halm.audio.codec import Codec
-from halm.audio.codec_train import CodecTrainConfig, RVQTrainer, train_codec
+from halm.audio.codec_train import CodecTrainConfig, RVQTrainer, pitch_loss, pitch_targets, train_codec
 from halm.data.synth import synthesize
 
 TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
@@ -197,3 +197,54 @@ def test_codec_eval_metrics_floor_at_80_db_and_rank_real_errors():
     worse = 0.5 * x  # 6 dB too quiet
     assert mel_l1(x, hiss, 24000) < mel_l1(x, worse, 24000) < mel_l1(x, torch.zeros_like(x), 24000)
     assert stft_distance(x, worse) < stft_distance(x, torch.zeros_like(x))
+
+
+def test_pitch_targets_follow_the_input_at_codec_frames():
+    sr, hop = 24000, 320
+    t = torch.arange(int(0.5 * sr)) / sr
+    tone = sum(torch.sin(2 * torch.pi * 180 * k * t) / k for k in range(1, 6)) * 0.3  # 180 Hz, 5 harmonics
+    x = torch.cat([tone, torch.zeros(int(0.3 * sr))])[None, None]  # (1, 1, N): 0.5 s voiced, 0.3 s silent
+    log_f0, voiced = pitch_targets(x, sr, hop, n_frames=60)
+    assert log_f0.shape == voiced.shape == (1, 60)
+    mid = slice(5, 30)  # frames well inside the tone (a frame lasts 13.3 ms)
+    assert voiced[0, mid].all() and torch.allclose(log_f0[0, mid].exp(), torch.tensor(180.0), rtol=0.02)
+    assert not voiced[0, 42:].any() and (log_f0[0, 42:] == 0).all()
+
+
+def test_pitch_head_learns_and_resumes_identically(tmp_path):
+    synthesize("speech", tmp_path / "speech", 0.1, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    cfg = {**TINY, "threads": 1, "pitch_weight": 1.0}
+    train_codec(CodecTrainConfig(**{**cfg, "steps": 4}), data, tmp_path / "full", progress=False)
+    train_codec(CodecTrainConfig(**{**cfg, "steps": 3}), data, tmp_path / "resumed", progress=False)
+    train_codec(CodecTrainConfig(**{**cfg, "steps": 4}), data, tmp_path / "resumed", progress=False)
+    a, b = (torch.load(tmp_path / r / "train_state" / "trainer.pt", weights_only=True) for r in ("full", "resumed"))
+    assert all(torch.equal(a["pitch_head"][k], b["pitch_head"][k]) for k in a["pitch_head"])
+    ma, mb = (load_file(str(tmp_path / r / "train_state" / "model.safetensors")) for r in ("full", "resumed"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["pitch"] > 0 for r in rows)
+    # the head's gradient reaches the encoder: the same run without it ends elsewhere
+    train_codec(CodecTrainConfig(**{**TINY, "threads": 1, "steps": 4}), data, tmp_path / "plain", progress=False)
+    mp = load_file(str(tmp_path / "plain" / "train_state" / "model.safetensors"))
+    enc = [k for k in ma if k.startswith("encoder.")]
+    assert any(not torch.equal(ma[k], mp[k]) for k in enc)
+    # a run without a head continues with a fresh one
+    train_codec(CodecTrainConfig(**{**cfg, "steps": 6}), data, tmp_path / "tuned", progress=False, init_from=tmp_path / "plain")
+    assert "pitch_head" in torch.load(tmp_path / "tuned" / "train_state" / "trainer.pt", weights_only=True)
+
+
+def test_pitch_loss_falls_when_the_head_fits():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 30, generator=g)  # (B, D, T)
+    log_f0 = (q[:, 0] * 0.2 + 5.0).detach()  # F0 readable off the first latent channel
+    voiced = q[:, 1] > 0
+    head = torch.nn.Linear(8, 2)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    first = pitch_loss(head, q, log_f0, voiced).item()
+    for _ in range(300):
+        loss = pitch_loss(head, q, log_f0, voiced)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first

@@ -14,6 +14,9 @@ from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. 
 EnCodec's multi-scale STFT discriminator (halm.audio.discriminator) adds a hinge adversarial loss and
 feature matching, and is trained alongside (its weights and optimizer are checkpointed with the rest);
 off by default: it makes a step ~3.5x slower on one CPU thread (docs/results.md: what 1,600 steps of it bought).
+With `pitch_weight > 0` (ours, not EnCodec's), a linear head must read the input's F0 and voicing (YIN,
+`pitch_targets`) off the quantized latent at every frame: a probe found that the latents of codecs
+trained with the losses above carry almost no pitch (docs/results.md), so no decoder could render it.
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
@@ -43,7 +46,7 @@ STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
-          "disc_lr": 3e-4}
+          "disc_lr": 3e-4, "pitch_weight": 0.0}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps")
@@ -77,6 +80,7 @@ class CodecTrainConfig:
     feat_weight: float = 2.0  # its feature-matching loss (HiFi-GAN: 2 with adv 1; EnCodec: 3 and 3); used only when adv_weight > 0
     disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
+    pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
     log_every: int = 10
@@ -102,6 +106,37 @@ class CodecTrainConfig:
             num_lstm_layers=self.num_lstm_layers, codebook_size=self.codebook_size, codebook_dim=self.hidden_size,
             use_conv_shortcut=True,
         )
+
+
+LOG_F0_REF = math.log(150.0)  # the pitch head predicts log(F0 / 150 Hz)
+
+
+def pitch_targets(x: torch.Tensor, sample_rate: int, hop: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, N) audio -> log F0 (B, T) and voiced (B, T) at the codec's frames: YIN every 10 ms
+    (`yin_f0`, 40 ms frames), the YIN frame whose centre is nearest each codec frame's centre."""
+    from halm.metrics.pitch import yin_f0
+
+    B = x.shape[0]
+    log_f0, voiced = torch.zeros(B, n_frames), torch.zeros(B, n_frames, dtype=torch.bool)
+    centres = (np.arange(n_frames) + 0.5) * hop / sample_rate  # seconds
+    for b in range(B):
+        f0 = yin_f0(x[b, 0].detach().cpu().numpy(), sample_rate)  # (F,), frame i centred at 0.02 + 0.01 i s
+        if not len(f0):
+            continue
+        f = f0[np.clip(np.round((centres - 0.02) / 0.01).astype(int), 0, len(f0) - 1)]  # (T,)
+        v = torch.from_numpy(f > 0)
+        voiced[b] = v
+        log_f0[b, v] = torch.from_numpy(np.log(f[f > 0]).astype(np.float32))
+    return log_f0, voiced
+
+
+def pitch_loss(head: torch.nn.Linear, q: torch.Tensor, log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """Latent q (B, D, T) -> L1 of the head's log F0 on voiced frames + BCE of its voicing logit on all frames."""
+    out = head(q.transpose(1, 2))  # (B, T, 2): log(F0 / 150 Hz), voicing logit
+    l_voice = F.binary_cross_entropy_with_logits(out[..., 1], voiced.float())
+    if not voiced.any():
+        return l_voice
+    return (out[..., 0] - (log_f0 - LOG_F0_REF))[voiced].abs().mean() + l_voice
 
 
 class MultiScaleMelLoss(torch.nn.Module):
@@ -310,6 +345,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     if cfg.adv_weight > 0:
         disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+    pitch_head = pitch_opt = None
+    if cfg.pitch_weight > 0:
+        pitch_head = torch.nn.Linear(cfg.hidden_size, 2)
+        pitch_opt = torch.optim.Adam(pitch_head.parameters(), lr=cfg.lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     seg = int(cfg.segment_seconds * cfg.sample_rate)
@@ -336,6 +375,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             disc_opt.load_state_dict(st["disc_optimizer"])
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
+        if pitch_head is not None and "pitch_head" in st:  # else: a run without one, so a fresh one
+            pitch_head.load_state_dict(st["pitch_head"])
+            pitch_opt.load_state_dict(st["pitch_optimizer"])
         step = int(st["step"])
         if own is None:
             (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
@@ -352,7 +394,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if disc is not None:
             save_file(disc.state_dict(), str(folder / "discriminator.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {})},
+                    "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
+                    **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
+                       if pitch_head is not None else {})},
                    folder / "trainer.pt")
 
     def save():
@@ -383,12 +427,19 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if disc is not None:
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
             loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
+        if pitch_head is not None:
+            l_pitch = pitch_loss(pitch_head, q, *pitch_targets(x, cfg.sample_rate, model.config.hop_length, q.shape[-1]))
+            loss = loss + cfg.pitch_weight * l_pitch
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite codec loss at step {step}")
         opt.zero_grad(set_to_none=True)
+        if pitch_opt is not None:
+            pitch_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if pitch_opt is not None:
+            pitch_opt.step()
         if disc is not None:
             l_disc = discriminator_loss(disc, y[:, 0], x[:, 0])
             disc_opt.zero_grad(set_to_none=True)
@@ -405,6 +456,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                    "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
             if disc is not None:
                 row.update(adv=round(l_adv.item(), 5), feat=round(l_feat.item(), 5), disc=round(l_disc.item(), 5))
+            if pitch_head is not None:
+                row["pitch"] = round(l_pitch.item(), 5)
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
