@@ -224,7 +224,7 @@ def test_pitch_head_learns_and_resumes_identically(tmp_path):
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["pitch"] > 0 for r in rows)
-    # the head's gradient reaches the encoder: the same run without it ends elsewhere
+    # the head's gradient reaches the encoder: the same run without it (the same random stream) ends elsewhere
     train_codec(CodecTrainConfig(**{**TINY, "threads": 1, "steps": 4}), data, tmp_path / "plain", progress=False)
     mp = load_file(str(tmp_path / "plain" / "train_state" / "model.safetensors"))
     enc = [k for k in ma if k.startswith("encoder.")]

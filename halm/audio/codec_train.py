@@ -347,7 +347,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     pitch_head = pitch_opt = None
     if cfg.pitch_weight > 0:
-        pitch_head = torch.nn.Linear(cfg.hidden_size, 2)
+        with torch.random.fork_rng(devices=[]):  # its own seed: turning the head on leaves the run's random stream as it was
+            torch.manual_seed(cfg.seed + 2)
+            pitch_head = torch.nn.Linear(cfg.hidden_size, 2)
         pitch_opt = torch.optim.Adam(pitch_head.parameters(), lr=cfg.lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0

@@ -187,7 +187,6 @@ class CausalStack(nn.Module):
             cache.pos += T
         return self.ln_f(x)
 
-
     def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """One new step of every row, x (B, D) -> (B, D): what forward computes for T == 1 with a cache.
 
