@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--require-text", action="store_true", help="skip clips without text/caption (for text-to-audio)")
     s.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
                    help="parallel worker processes of one thread each, one shard at a time (default: the CPU cores, "
-                        "at most 8; on 2 cores, 2 workers ran 1.3x faster than 1 worker of 2 threads)")
+                        "at most 8; on 2 cores two one-thread workers beat one two-thread worker: docs/results.md)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_prepare)
 

@@ -93,9 +93,9 @@ def _hub_message(spec: str) -> str:
 def _reflect_pad1d(hidden_states: torch.Tensor, paddings, mode: str = "zero", value: float = 0.0) -> torch.Tensor:
     """`EncodecConv1d._pad1d` with reflect padding done as flipped slices and one concatenation.
 
-    The same values (and gradients) as `F.pad(..., mode="reflect")`, whose CPU kernel took a quarter of
-    the encoder's time (torch profiler, an 8 s clip: 54 pads of 3-5 ms; the effect on `halm prepare` is in
-    docs/results.md). Inputs shorter than the padding keep transformers' own path (zero-extend, then reflect).
+    The same values (and gradients) as `F.pad(..., mode="reflect")`, whose CPU kernel took 15% of the
+    encoder's time at one thread (54 pads of ~3.7 ms on an 8 s batch; `benchmarks/prepare_throughput.py
+    --profile`, docs/results.md). Inputs shorter than the padding keep transformers' own path.
     """
     left, right = int(paddings[0]), int(paddings[1])
     if mode != "reflect" or hidden_states.shape[-1] <= max(left, right):

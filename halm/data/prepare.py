@@ -167,9 +167,10 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 _WORKER: dict = {}
-# Workers forked from this process start at once (torch and transformers are already imported; a spawned
-# worker spends ~7 s importing them). They run one thread each, so the parent's thread pool is never used
-# in a child. Elsewhere (macOS, Windows) fork is unsafe or missing: spawn.
+# Workers forked from this process start at once: torch and transformers are already imported, while a
+# spawned worker spent ~6 s importing them (benchmarks/prepare_throughput.py --profile). They run one
+# thread each, so the parent's thread pool is never used in a child. Elsewhere (macOS, Windows) fork is
+# unsafe or missing: spawn.
 _START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
