@@ -248,3 +248,33 @@ def test_pitch_loss_falls_when_the_head_fits():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+
+
+def test_stft_loss_is_zero_on_a_match_ignores_deep_silence_and_has_finite_gradients():
+    from halm.audio.codec_train import MultiResolutionSTFTLoss
+
+    loss = MultiResolutionSTFTLoss()
+    x = _tone_then_silence()[None]
+    assert loss(x, x).item() == 0.0
+    assert loss(x + 1e-6 * torch.randn_like(x), x) < 1e-3  # -110 dB hiss: below the floor, as in the mel loss
+    t = torch.arange(24000) / 24000
+    voice = sum(torch.sin(2 * torch.pi * 120 * k * t + k) / k for k in range(1, 20))[None] * 0.1
+    buzz = sum(torch.sin(2 * torch.pi * 75 * k * t + k) / k for k in range(1, 32))[None]
+    buzz = buzz / buzz.std() * voice.std()  # the same loudness at the codec's frame rate
+    assert loss(buzz, voice) > 1.0 > 20 * loss(voice * 1.01, voice)
+    for y0 in (torch.zeros_like(x), 1e-4 * torch.randn_like(x)):  # |STFT| = 0 everywhere (no NaN), nearly silent
+        y = y0.requires_grad_()
+        loss(y, x).backward()
+        assert torch.isfinite(y.grad).all()
+    assert y.grad.abs().sum() > 0
+
+
+def test_stft_loss_reaches_the_codec_and_is_logged(tmp_path):
+    synthesize("speech", tmp_path / "speech", 0.1, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    for name, extra in (("plain", {}), ("stft", {"stft_weight": 1.0})):
+        train_codec(CodecTrainConfig(**{**TINY, "threads": 1, "steps": 3, **extra}), data, tmp_path / name, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "stft" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["stft"] > 0 for r in rows) and "stft" not in json.loads((tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()[0])
+    ma, mb = (load_file(str(tmp_path / r / "train_state" / "model.safetensors")) for r in ("plain", "stft"))
+    assert any(not torch.equal(ma[k], mb[k]) for k in ma if k.startswith("decoder."))

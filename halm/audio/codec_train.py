@@ -46,7 +46,7 @@ STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
-          "disc_lr": 3e-4, "pitch_weight": 0.0}
+          "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps")
@@ -81,6 +81,7 @@ class CodecTrainConfig:
     disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
+    stft_weight: float = 0.0  # > 0: linear-frequency STFT loss (spectral convergence + log magnitude), resolves harmonics
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
     log_every: int = 10
@@ -171,6 +172,36 @@ class MultiScaleMelLoss(torch.nn.Module):
                 log_y, log_x = torch.log(torch.maximum(my, floor)), torch.log(torch.maximum(mx, floor))
             loss = loss + (my - mx).abs().mean() + (log_y - log_x).abs().mean()
         return loss
+
+
+class MultiResolutionSTFTLoss(torch.nn.Module):
+    """Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et al. 2020) on linear frequency bins: per FFT
+    size, spectral convergence ||X| - |Y||_F / ||X||_F plus L1 of the log magnitudes (floored `floor_db`
+    below each target clip's peak, as MultiScaleMelLoss), averaged over sizes.
+
+    Next to the mel loss it adds resolution where pitch lives: at 24 kHz the lowest of 64 mel bands is
+    ~37 Hz wide and they widen from there, while the 2048-point STFT's 11.7 Hz bins resolve each harmonic
+    of a voice; the spectral convergence term weighs the loud (voiced) bins most."""
+
+    def __init__(self, n_ffts=(512, 1024, 2048), floor_db: float = 80.0):
+        super().__init__()
+        self.n_ffts = list(n_ffts)
+        self.floor = 10 ** (-floor_db / 20)
+        for n in self.n_ffts:
+            self.register_buffer(f"win_{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y, x (B, N) -> scalar."""
+        loss = y.new_zeros(())
+        for n in self.n_ffts:
+            win = getattr(self, f"win_{n}")
+            sy = torch.stft(y, n, hop_length=n // 4, window=win, return_complex=True).abs()  # (B, F, frames)
+            sx = torch.stft(x, n, hop_length=n // 4, window=win, return_complex=True).abs()
+            conv = torch.linalg.vector_norm(sx - sy, dim=(1, 2)) / torch.linalg.vector_norm(sx, dim=(1, 2)).clamp_min(1e-8)
+            floor = (sx.detach().amax(dim=(1, 2), keepdim=True) * self.floor).clamp_min(1e-8)  # (B, 1, 1)
+            log_mag = (torch.log(torch.maximum(sy, floor)) - torch.log(torch.maximum(sx, floor))).abs().mean()
+            loss = loss + conv.mean() + log_mag
+        return loss / len(self.n_ffts)
 
 
 @torch.no_grad()
@@ -340,6 +371,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     model = fast_padding(EncodecModel(cfg.encodec_config()))
     rvq = RVQTrainer(model.quantizer, cfg)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
+    stft_loss = MultiResolutionSTFTLoss() if cfg.stft_weight > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     disc = disc_opt = None
     if cfg.adv_weight > 0:
@@ -426,6 +458,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         l_wave = (y - x).abs().mean()
         l_scale = (emb.pow(2).mean().sqrt() - 1.0).pow(2)
         loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit + cfg.latent_weight * l_scale
+        if stft_loss is not None:
+            l_stft = stft_loss(y[:, 0], x[:, 0])
+            loss = loss + cfg.stft_weight * l_stft
         if disc is not None:
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
             loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
@@ -458,6 +493,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                    "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
             if disc is not None:
                 row.update(adv=round(l_adv.item(), 5), feat=round(l_feat.item(), 5), disc=round(l_disc.item(), 5))
+            if stft_loss is not None:
+                row["stft"] = round(l_stft.item(), 5)
             if pitch_head is not None:
                 row["pitch"] = round(l_pitch.item(), 5)
             metrics_f.write(json.dumps(row) + "\n")
