@@ -5,21 +5,28 @@ from __future__ import annotations
 import torch
 
 
-def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, hidden: int = 16):
+def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, hidden: int = 16,
+                 decoder_activation: str = "elu"):
     """A randomly initialised 24 kHz / hop 320 EncodecModel whose codebooks are spread out, so codes vary."""
-    from transformers import EncodecConfig, EncodecModel
+    from transformers import EncodecConfig
+
+    from halm.audio.codec import build_encodec
 
     torch.manual_seed(seed)
     bits = codebook_size.bit_length() - 1
     cfg = EncodecConfig(num_filters=4, upsampling_ratios=[8, 5, 4, 2], codebook_size=codebook_size, hidden_size=hidden,
                         codebook_dim=hidden, num_lstm_layers=1, use_causal_conv=True, audio_channels=1,
-                        target_bandwidths=[k * bits * 75 / 1000 for k in range(1, n_codebooks + 1)])
-    model = EncodecModel(cfg).eval()
+                        target_bandwidths=[k * bits * 75 / 1000 for k in range(1, n_codebooks + 1)],
+                        decoder_activation=decoder_activation)
+    model = build_encodec(cfg).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # random codebooks at the scale of the encoder's output: varied codes, no exact ties
         scale = model.encoder(torch.randn(1, 1, 24000, generator=g) * 0.3).std()
         for layer in model.quantizer.layers:
             layer.codebook.embed.copy_(torch.randn(codebook_size, hidden, generator=g) * scale)
+        for name, p in model.named_parameters():  # Snake's alpha starts at 1: spread it, so a lost alpha shows
+            if name.endswith("alpha"):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
     assert len(model.quantizer.layers) == n_codebooks
     return model
 

@@ -151,3 +151,30 @@ def test_hub_name_offline_and_bad_paths_give_clear_messages(tmp_path, monkeypatc
         Codec.load(tmp_path / "x.bin")
     with pytest.raises(CodecError, match="n_codebooks must be in 1..4"):
         Codec.load(tiny_codec_dir(tmp_path / "t"), n_codebooks=9)
+
+
+def test_snake_decoder_codec_saves_loads_and_streams(tmp_path):
+    from transformers import EncodecModel
+
+    from halm.audio.codec import Snake, build_encodec
+    from halm.audio.streaming import StreamingDecoder
+
+    model = tiny_encodec(decoder_activation="snake")
+    assert not any(isinstance(m, torch.nn.ELU) for m in model.decoder.modules())
+    assert sum(isinstance(m, Snake) for m in model.decoder.modules()) == 13  # before each of the 4 upsamplings, 2 in each residual block, before the last conv
+    assert any(isinstance(m, torch.nn.ELU) for m in model.encoder.modules())  # the encoder keeps its ELUs
+    codec = Codec(model, "snake")
+    codec.save(tmp_path / "c")
+    loaded = Codec.load(tmp_path / "c")
+    wav = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(0)) * 0.3
+    codes = codec.encode(wav, 24000)
+    assert torch.equal(loaded.encode(wav, 24000), codes) and torch.equal(loaded.decode(codes), codec.decode(codes))
+    plain = EncodecModel(model.config).eval()  # the same weights with ELUs decode differently: the activation matters
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("alpha")})
+    assert not torch.allclose(plain.decode(codes[None], [None])[0], codec.decode(codes), atol=1e-3)
+    stream = StreamingDecoder(loaded)
+    parts = [stream.decode(codes[:, :1, :10])] + [stream.decode(codes[:, :1, t:t + 1]) for t in range(10, codes.shape[-1])]
+    torch.testing.assert_close(torch.cat(parts, dim=1), loaded.decode(codes[:, :1])[:, 0], atol=1e-6, rtol=0)
+    model.config.decoder_activation = "gelu"
+    with pytest.raises(CodecError, match="decoder_activation"):
+        build_encodec(model.config)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from halm.audio.codec import Codec, fast_padding
+from halm.audio.codec import Codec, build_encodec, fast_padding
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
@@ -46,10 +46,10 @@ STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
-          "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0}
+          "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu"}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
-                "ae_warmup_steps")
+                "ae_warmup_steps", "decoder_activation")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class CodecTrainConfig:
     num_filters: int = 16
     hidden_size: int = 128
     num_lstm_layers: int = 2
+    decoder_activation: str = "elu"  # "snake": Snake instead of ELU in the decoder (halm.audio.codec.Snake; ours, as DAC)
     n_codebooks: int = 8
     codebook_size: int = 1024
     segment_seconds: float = 0.5
@@ -105,7 +106,7 @@ class CodecTrainConfig:
             hidden_size=self.hidden_size, num_filters=self.num_filters, num_residual_layers=1,
             upsampling_ratios=list(self.ratios), norm_type="weight_norm", use_causal_conv=True,
             num_lstm_layers=self.num_lstm_layers, codebook_size=self.codebook_size, codebook_dim=self.hidden_size,
-            use_conv_shortcut=True,
+            use_conv_shortcut=True, decoder_activation=self.decoder_activation,
         )
 
 
@@ -348,7 +349,6 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     codebooks, optimizer, RNG, step) starts this run, which may use other settings (a recipe change
     mid-training, recorded in out/init_from.json); ignored once `out` has a checkpoint of its own."""
     from safetensors.torch import load_file, save_file
-    from transformers import EncodecModel
 
     out = Path(out)
     state_dir = out / "train_state"  # written as a whole by halm.checkpoint (a kill leaves one complete step)
@@ -368,7 +368,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # a run slowed 3x mid-way (1.5 -> 4.6 s/step), denormals suspected
     torch.manual_seed(cfg.seed)
-    model = fast_padding(EncodecModel(cfg.encodec_config()))
+    model = fast_padding(build_encodec(cfg.encodec_config()))
     rvq = RVQTrainer(model.quantizer, cfg)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
     stft_loss = MultiResolutionSTFTLoss() if cfg.stft_weight > 0 else None
@@ -435,7 +435,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
 
     def save():
         write_checkpoint_dir(state_dir, write_state)
-        export = EncodecModel(model.config)
+        export = build_encodec(model.config)
         export.load_state_dict(model.state_dict())
         Codec(export, str(out / "codec")).save(out / "codec")
 

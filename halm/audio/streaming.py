@@ -1,7 +1,7 @@
 """A streaming EnCodec decoder: decode one frame at a time, keeping every layer's state.
 
 transformers' EncodecDecoder has no streaming API. For a causal codec (use_causal_conv, weight norm)
-each layer is either stateless (ELU), a causal convolution (state: its last (k-1)·d inputs), a
+each layer is either stateless (ELU or halm's Snake), a causal convolution (state: its last (k-1)·d inputs), a
 transposed convolution (state: the overlap tail it adds to the next frame), or the LSTM (state:
 h and c). The first chunk (the prompt) goes through the same padding as the full decode (EnCodec
 reflect-pads the start); after that each frame costs a few tiny convolutions. The output equals a
@@ -127,6 +127,8 @@ def _wrap(layer):
         EncodecResnetBlock,
     )
 
+    from halm.audio.codec import Snake
+
     if isinstance(layer, EncodecConv1d):
         return _Conv(layer)
     if isinstance(layer, EncodecConvTranspose1d):
@@ -135,7 +137,7 @@ def _wrap(layer):
         return _LSTM(layer)
     if isinstance(layer, EncodecResnetBlock):
         return _Residual(layer)
-    if isinstance(layer, nn.ELU):
+    if isinstance(layer, (nn.ELU, Snake)):  # elementwise, stateless
         return layer
     raise ValueError(f"cannot stream decoder layer {type(layer).__name__}")
 
