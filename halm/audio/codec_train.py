@@ -17,6 +17,10 @@ off by default: it makes a step ~3.5x slower on one CPU thread (docs/results.md:
 With `pitch_weight > 0` (ours, not EnCodec's), a linear head must read the input's F0 and voicing (YIN,
 `pitch_targets`) off the quantized latent at every frame: a probe found that the latents of codecs
 trained with the losses above carry almost no pitch (docs/results.md), so no decoder could render it.
+`stft_weight > 0` adds a linear-frequency multi-resolution STFT loss (`MultiResolutionSTFTLoss`), and
+`decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.audio.codec.Snake`): an ELU
+decoder of this size renders even a single clip it is fitted to at the 75 Hz frame rate, a Snake one
+does not (benchmarks/codec_pitch_overfit.py, docs/results.md).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest

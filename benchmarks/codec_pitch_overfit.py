@@ -1,0 +1,118 @@
+"""Analysis (not a test): can a codec's decoder render a voice's pitch at all? Overfit it to one clip.
+
+    python benchmarks/codec_pitch_overfit.py --clip speech.wav [--activation elu snake] \
+        [--init fresh | --init RUN/codec] [--steps 300] [--stft-weight 1] [--json]
+
+The codec (halm-small's architecture: `CodecTrainConfig()`, or the codec folder given by --init) is
+trained as a plain autoencoder (quantizer bypassed, so only the encoder and decoder matter) on the first
+`--seconds` of one clip, with `halm codec train`'s losses (multi-scale mel + 0.1 waveform L1 +
+`--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest task a decoder
+can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
+prints the reconstruction's median F0 (YIN) against the clip's, its gross pitch error (voiced frames of
+both whose F0 is > 20% off) and its autocorrelation at one codec frame (320 samples; a decoder that
+repeats one waveform per frame scores ~1 and has a 75 Hz pitch). `--init RUN/codec` with
+`--activation snake` swaps a trained ELU decoder's activations (alpha 1), a fresh init is LSUV
+(`data_dependent_init`) as in training. Seeded; ~0.5 s per step on 2 cores.
+
+Any speech WAV works; the clips of docs/results.md come from `halm synth speech`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from halm.audio.codec import Codec, _snake_decoder, build_encodec
+from halm.audio.codec_eval import _median_f0, lag_autocorr
+from halm.audio.codec_train import (
+    CodecTrainConfig,
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    data_dependent_init,
+)
+from halm.audio.io import load_audio
+from halm.metrics.pitch import yin_f0
+
+SR = 24000
+
+
+def _gpe(f0_x: np.ndarray, f0_y: np.ndarray) -> float | None:
+    n = min(len(f0_x), len(f0_y))
+    both = (f0_x[:n] > 0) & (f0_y[:n] > 0)
+    if not both.any():
+        return None
+    return round(float((np.abs(f0_y[:n][both] / f0_x[:n][both] - 1) > 0.2).mean()), 3)
+
+
+def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int, stft_weight: float, seed: int) -> dict:
+    """x (1, 1, N) -> the trajectory of pitch scores while fitting it."""
+    torch.manual_seed(seed)
+    if init == "fresh":
+        cfg = CodecTrainConfig(decoder_activation=activation).encodec_config()
+        model = build_encodec(cfg)
+        data_dependent_init(model, x)
+    else:
+        model = Codec.load(init).model.float()
+        if activation == "snake" and getattr(model.config, "decoder_activation", "elu") == "elu":
+            _snake_decoder(model)
+        elif activation != getattr(model.config, "decoder_activation", "elu"):
+            raise SystemExit(f"{init} has a {model.config.decoder_activation} decoder; cannot turn it into {activation}")
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    mel, stft = MultiScaleMelLoss(SR), MultiResolutionSTFTLoss()
+    f0_x = yin_f0(x[0, 0].numpy(), SR)
+    rows, t0 = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        y = model.decoder(model.encoder(x))[..., : x.shape[-1]]  # (1, 1, N)
+        loss = mel(y[:, 0], x[:, 0]) + 0.1 * (y - x).abs().mean()
+        if stft_weight:
+            loss = loss + stft_weight * stft(y[:, 0], x[:, 0])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        if step % every == 0 or step == steps:
+            yy = y.detach()[0, 0]
+            f0_y = yin_f0(yy.numpy(), SR)
+            rows.append({"step": step, "loss": round(loss.item(), 4), "median_f0": _median_f0(f0_y),
+                         "gross_pitch_error": _gpe(f0_x, f0_y), "hop_periodicity": round(lag_autocorr(yy, 320), 3),
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"  {activation:5s} step {step:4d}  loss {rows[-1]['loss']:.3f}  median F0 {rows[-1]['median_f0']}  "
+                  f"GPE {rows[-1]['gross_pitch_error']}  hop periodicity {rows[-1]['hop_periodicity']:.3f}", flush=True)
+    return {"activation": activation, "init": init, "trajectory": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip", required=True, help="a speech WAV (any rate; resampled to 24 kHz, first channel)")
+    p.add_argument("--seconds", type=float, default=2.0, help="how much of the clip to fit (default 2)")
+    p.add_argument("--activation", nargs="+", default=["elu", "snake"], choices=["elu", "snake"],
+                   help="decoder activations to compare, one fit each (default: elu snake)")
+    p.add_argument("--init", default="fresh", help="'fresh' (LSUV init, as training) or a codec folder to start from")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per fit (default 300)")
+    p.add_argument("--every", type=int, default=100, help="score the reconstruction every N steps (default 100)")
+    p.add_argument("--stft-weight", type=float, default=1.0, help="weight of the linear STFT loss (default 1; 0: off)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    audio, _ = load_audio(a.clip, sample_rate=SR)
+    x = torch.from_numpy(audio[0][: int(a.seconds * SR)])[None, None]  # (1, 1, N)
+    f0 = _median_f0(yin_f0(x[0, 0].numpy(), SR))
+    print(f"clip {a.clip}: {x.shape[-1] / SR:.2f} s, median F0 {f0} Hz, hop periodicity {lag_autocorr(x[0, 0], 320):.3f}")
+    fits = [overfit(x, act, a.init, a.steps, a.every, a.stft_weight, a.seed) for act in a.activation]
+    if a.json:
+        print(json.dumps({"clip": a.clip, "clip_median_f0": f0, "fits": fits, "steps": a.steps, "stft_weight": a.stft_weight,
+                          "threads": a.threads, "torch": torch.__version__, "machine": platform.machine(),
+                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}))
+
+
+if __name__ == "__main__":
+    main()
