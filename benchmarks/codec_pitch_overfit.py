@@ -5,7 +5,7 @@
 
 The codec (halm-small's architecture: `CodecTrainConfig()`, or the codec folder given by --init) is
 trained as a plain autoencoder (quantizer bypassed, so only the encoder and decoder matter) on the first
-`--seconds` of one clip, with `halm codec train`'s losses (multi-scale mel + 0.1 waveform L1 +
+`--seconds` of one clip, with `halm codec train`'s losses (multi-scale mel + 0.1 x waveform L1 +
 `--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest task a decoder
 can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
 prints the reconstruction's median F0 (YIN) against the clip's, its gross pitch error (voiced frames of
@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec, _snake_decoder, build_encodec
+from halm.audio.codec import Codec, build_encodec, snake_decoder
 from halm.audio.codec_eval import _median_f0, lag_autocorr
 from halm.audio.codec_train import (
     CodecTrainConfig,
@@ -60,17 +60,18 @@ def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int,
     else:
         model = Codec.load(init).model.float()
         if activation == "snake" and getattr(model.config, "decoder_activation", "elu") == "elu":
-            _snake_decoder(model)
+            snake_decoder(model)
         elif activation != getattr(model.config, "decoder_activation", "elu"):
             raise SystemExit(f"{init} has a {model.config.decoder_activation} decoder; cannot turn it into {activation}")
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    train = CodecTrainConfig()  # the trainer's loss weights
     mel, stft = MultiScaleMelLoss(SR), MultiResolutionSTFTLoss()
     f0_x = yin_f0(x[0, 0].numpy(), SR)
     rows, t0 = [], time.perf_counter()
     for step in range(1, steps + 1):
         y = model.decoder(model.encoder(x))[..., : x.shape[-1]]  # (1, 1, N)
-        loss = mel(y[:, 0], x[:, 0]) + 0.1 * (y - x).abs().mean()
+        loss = train.mel_weight * mel(y[:, 0], x[:, 0]) + train.wave_weight * (y - x).abs().mean()
         if stft_weight:
             loss = loss + stft_weight * stft(y[:, 0], x[:, 0])
         opt.zero_grad(set_to_none=True)

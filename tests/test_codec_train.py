@@ -251,7 +251,7 @@ def test_pitch_loss_falls_when_the_head_fits():
 
 
 def test_stft_loss_is_zero_on_a_match_ignores_deep_silence_and_has_finite_gradients():
-    from halm.audio.codec_train import MultiResolutionSTFTLoss
+    from halm.audio.codec_train import MultiResolutionSTFTLoss, MultiScaleMelLoss, stft_magnitudes
 
     loss = MultiResolutionSTFTLoss()
     x = _tone_then_silence()[None]
@@ -262,6 +262,10 @@ def test_stft_loss_is_zero_on_a_match_ignores_deep_silence_and_has_finite_gradie
     buzz = sum(torch.sin(2 * torch.pi * 75 * k * t + k) / k for k in range(1, 32))[None]
     buzz = buzz / buzz.std() * voice.std()  # the same loudness at the codec's frame rate
     assert loss(buzz, voice) > 1.0 > 20 * loss(voice * 1.01, voice)
+    mel = MultiScaleMelLoss(24000)  # the trainer computes the spectra once for both losses: the same values
+    sizes = set(loss.n_ffts) | set(mel.n_ffts)
+    spectra = stft_magnitudes(buzz, sizes), stft_magnitudes(voice, sizes)
+    assert torch.equal(loss(buzz, voice, spectra), loss(buzz, voice)) and torch.equal(mel(buzz, voice, spectra), mel(buzz, voice))
     for y0 in (torch.zeros_like(x), 1e-4 * torch.randn_like(x)):  # |STFT| = 0 everywhere (no NaN), nearly silent
         y = y0.requires_grad_()
         loss(y, x).backward()

@@ -51,10 +51,11 @@ class CodecInfo:
 
 class Snake(torch.nn.Module):
     """x + sin^2(alpha x) / alpha with alpha learned per channel (Ziyin et al. 2020; the activation of the
-    BigVGAN and DAC decoders). halm's codecs use it in place of the decoder's ELUs: with ELUs, a decoder
-    fitted to a single speech clip with the mel losses renders its 130 Hz voice as a buzz at the codec's
-    75 Hz frame rate, from a fresh init as well as from a trained codec (600 steps); with Snake it
-    leaves the frame rate within 200 steps (docs/results.md)."""
+    BigVGAN and DAC decoders). halm's codecs may use it in place of the decoder's ELUs: with ELUs, a
+    decoder fitted to a single speech clip with the training losses renders the voice as a buzz at the
+    codec's 75 Hz frame rate, from a fresh init as well as from a trained codec; with Snake it followed a
+    210 Hz voice to 202 Hz within 200 steps, but held a 130 Hz voice at 150 Hz, twice the frame rate
+    (benchmarks/codec_pitch_overfit.py, docs/results.md)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -64,7 +65,7 @@ class Snake(torch.nn.Module):
         return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
 
 
-def _snake_decoder(model):
+def snake_decoder(model):
     """Replace every ELU of the decoder by a Snake over the channels of the convolution it feeds."""
 
     def channels(m) -> int:
@@ -91,7 +92,7 @@ def build_encodec(config):
     if activation not in ("elu", "snake"):
         raise CodecError(f"unknown decoder_activation {activation!r} in the codec config (elu or snake)")
     model = EncodecModel(config)
-    return _snake_decoder(model) if activation == "snake" else model
+    return snake_decoder(model) if activation == "snake" else model
 
 
 def _sha256_of_state(state: dict[str, torch.Tensor]) -> str:

@@ -20,7 +20,7 @@ trained with the losses above carry almost no pitch (docs/results.md), so no dec
 `stft_weight > 0` adds a linear-frequency multi-resolution STFT loss (`MultiResolutionSTFTLoss`), and
 `decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.audio.codec.Snake`): an ELU
 decoder of this size renders even a single clip it is fitted to at the 75 Hz frame rate, a Snake one
-does not (benchmarks/codec_pitch_overfit.py, docs/results.md).
+can leave it (benchmarks/codec_pitch_overfit.py, docs/results.md).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
@@ -29,6 +29,7 @@ inference export, loadable with `Codec.load(RUN/codec)`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -145,13 +146,32 @@ def pitch_loss(head: torch.nn.Linear, q: torch.Tensor, log_f0: torch.Tensor, voi
     return (out[..., 0] - (log_f0 - LOG_F0_REF))[voiced].abs().mean() + l_voice
 
 
+@functools.cache
+def _hann(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(n, device=device, dtype=dtype)
+
+
+def stft_magnitudes(x: torch.Tensor, n_ffts) -> dict[int, torch.Tensor]:
+    """x (B, N) -> {n: |STFT| (B, n/2 + 1, frames)}: Hann window of n, hop n/4, the spectra the codec losses
+    read. The trainer computes them once per step for the losses that share FFT sizes."""
+    return {n: torch.stft(x, n, hop_length=n // 4, window=_hann(n, x.device, x.dtype), return_complex=True).abs()
+            for n in n_ffts}
+
+
+def _floored_log_l1(sy: torch.Tensor, sx: torch.Tensor, floor: float) -> torch.Tensor:
+    """L1 of log magnitudes (B, F, frames), both floored `floor` x the loudest bin of each target clip."""
+    f = (sx.detach().amax(dim=(1, 2), keepdim=True) * floor).clamp_min(1e-8)  # (B, 1, 1)
+    return (torch.log(torch.maximum(sy, f)) - torch.log(torch.maximum(sx, f))).abs().mean()
+
+
 class MultiScaleMelLoss(torch.nn.Module):
     """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target (summed, as EnCodec).
 
     The log is floored `floor_db` below each target clip's loudest mel bin (librosa's `top_db`), the
     same floor for both signals: 40% of the n_fft-128 mel bins of our corpora are below 1e-4 (digital
     silence of synthetic audio), and with a fixed 1e-5 floor the loss paid for reproducing the exact
-    depth of silence as much as for content. `floor_db=None` keeps the fixed 1e-5 floor."""
+    depth of silence as much as for content. `floor_db=None` keeps the fixed 1e-5 floor.
+    `spectra`: (|STFT| of y, of x) from `stft_magnitudes`, holding at least these FFT sizes."""
 
     def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048), floor_db: float | None = 80.0):
         super().__init__()
@@ -160,29 +180,27 @@ class MultiScaleMelLoss(torch.nn.Module):
         for n in self.n_ffts:
             fb = mel_filterbank(sample_rate, n, min(64, n // 4))
             self.register_buffer(f"fb_{n}", torch.from_numpy(fb), persistent=False)
-            self.register_buffer(f"win_{n}", torch.hann_window(n), persistent=False)
 
     def mel(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"win_{n}"), return_complex=True).abs()
-        return getattr(self, f"fb_{n}") @ spec  # (B, M, frames)
+        return getattr(self, f"fb_{n}") @ stft_magnitudes(x, [n])[n]  # (B, M, frames)
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, x: torch.Tensor, spectra=None) -> torch.Tensor:
+        sy, sx = spectra or (stft_magnitudes(y, self.n_ffts), stft_magnitudes(x, self.n_ffts))
         loss = y.new_zeros(())
         for n in self.n_ffts:
-            my, mx = self.mel(y, n), self.mel(x, n)
+            my, mx = getattr(self, f"fb_{n}") @ sy[n], getattr(self, f"fb_{n}") @ sx[n]  # (B, M, frames)
             if self.floor is None:
-                log_y, log_x = torch.log(my + 1e-5), torch.log(mx + 1e-5)
+                log_l1 = (torch.log(my + 1e-5) - torch.log(mx + 1e-5)).abs().mean()
             else:
-                floor = (mx.detach().amax(dim=(1, 2), keepdim=True) * self.floor).clamp_min(1e-8)  # (B, 1, 1)
-                log_y, log_x = torch.log(torch.maximum(my, floor)), torch.log(torch.maximum(mx, floor))
-            loss = loss + (my - mx).abs().mean() + (log_y - log_x).abs().mean()
+                log_l1 = _floored_log_l1(my, mx, self.floor)
+            loss = loss + (my - mx).abs().mean() + log_l1
         return loss
 
 
 class MultiResolutionSTFTLoss(torch.nn.Module):
     """Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et al. 2020) on linear frequency bins: per FFT
     size, spectral convergence ||X| - |Y||_F / ||X||_F plus L1 of the log magnitudes (floored `floor_db`
-    below each target clip's peak, as MultiScaleMelLoss), averaged over sizes.
+    below each target clip's peak, as MultiScaleMelLoss), averaged over sizes. `spectra` as MultiScaleMelLoss.
 
     Next to the mel loss it adds resolution where pitch lives: at 24 kHz the lowest of 64 mel bands is
     ~37 Hz wide and they widen from there, while the 2048-point STFT's 11.7 Hz bins resolve each harmonic
@@ -192,20 +210,14 @@ class MultiResolutionSTFTLoss(torch.nn.Module):
         super().__init__()
         self.n_ffts = list(n_ffts)
         self.floor = 10 ** (-floor_db / 20)
-        for n in self.n_ffts:
-            self.register_buffer(f"win_{n}", torch.hann_window(n), persistent=False)
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, x: torch.Tensor, spectra=None) -> torch.Tensor:
         """y, x (B, N) -> scalar."""
+        sy, sx = spectra or (stft_magnitudes(y, self.n_ffts), stft_magnitudes(x, self.n_ffts))
         loss = y.new_zeros(())
         for n in self.n_ffts:
-            win = getattr(self, f"win_{n}")
-            sy = torch.stft(y, n, hop_length=n // 4, window=win, return_complex=True).abs()  # (B, F, frames)
-            sx = torch.stft(x, n, hop_length=n // 4, window=win, return_complex=True).abs()
-            conv = torch.linalg.vector_norm(sx - sy, dim=(1, 2)) / torch.linalg.vector_norm(sx, dim=(1, 2)).clamp_min(1e-8)
-            floor = (sx.detach().amax(dim=(1, 2), keepdim=True) * self.floor).clamp_min(1e-8)  # (B, 1, 1)
-            log_mag = (torch.log(torch.maximum(sy, floor)) - torch.log(torch.maximum(sx, floor))).abs().mean()
-            loss = loss + conv.mean() + log_mag
+            conv = torch.linalg.vector_norm(sx[n] - sy[n], dim=(1, 2)) / torch.linalg.vector_norm(sx[n], dim=(1, 2)).clamp_min(1e-8)
+            loss = loss + conv.mean() + _floored_log_l1(sy[n], sx[n], self.floor)
         return loss / len(self.n_ffts)
 
 
@@ -458,12 +470,14 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         else:
             q, commit, codes = rvq(emb, n_q, gen)
         y = model.decoder(q)[..., : x.shape[-1]]  # (B, 1, N)
-        l_mel = mel_loss(y[:, 0], x[:, 0])
+        sizes = set(mel_loss.n_ffts) | set(stft_loss.n_ffts if stft_loss is not None else ())
+        spectra = stft_magnitudes(y[:, 0], sizes), stft_magnitudes(x[:, 0], sizes)  # once for both spectral losses
+        l_mel = mel_loss(y[:, 0], x[:, 0], spectra)
         l_wave = (y - x).abs().mean()
         l_scale = (emb.pow(2).mean().sqrt() - 1.0).pow(2)
         loss = cfg.mel_weight * l_mel + cfg.wave_weight * l_wave + cfg.commit_weight * commit + cfg.latent_weight * l_scale
         if stft_loss is not None:
-            l_stft = stft_loss(y[:, 0], x[:, 0])
+            l_stft = stft_loss(y[:, 0], x[:, 0], spectra)
             loss = loss + cfg.stft_weight * l_stft
         if disc is not None:
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
