@@ -1,7 +1,7 @@
 """Analysis (not a test): can a codec's decoder render a voice's pitch at all? Overfit it to one clip.
 
     python benchmarks/codec_pitch_overfit.py --clip speech.wav [--activation elu snake] \
-        [--init fresh | --init RUN/codec] [--steps 300] [--stft-weight 1] [--json]
+        [--init fresh | --init RUN/codec] [--steps 300] [--stft-weight 1] [--lr 1e-3] [--json]
 
 The codec (halm-small's architecture: `CodecTrainConfig()`, or the codec folder given by --init) is
 trained as a plain autoencoder (quantizer bypassed, so only the encoder and decoder matter) on the first
@@ -10,7 +10,8 @@ trained as a plain autoencoder (quantizer bypassed, so only the encoder and deco
 can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
 prints the reconstruction's median F0 (YIN) against the clip's, its gross pitch error (voiced frames of
 both whose F0 is > 20% off) and its autocorrelation at one codec frame (320 samples; a decoder that
-repeats one waveform per frame scores ~1 and has a 75 Hz pitch). `--init RUN/codec` with
+repeats one waveform per frame scores ~1 and has a 75 Hz pitch), the largest loss since the last
+report (a fit that blows up shows here first) and, with Snake, its smallest |alpha|. `--init RUN/codec` with
 `--activation snake` swaps a trained ELU decoder's activations (alpha 1), a fresh init is LSUV
 (`data_dependent_init`) as in training. Seeded; ~0.5 s per step on 2 cores.
 
@@ -28,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec, build_encodec, snake_decoder
+from halm.audio.codec import Codec, Snake, build_encodec, snake_decoder
 from halm.audio.codec_eval import _median_f0, lag_autocorr
 from halm.audio.codec_train import (
     CodecTrainConfig,
@@ -50,7 +51,8 @@ def _gpe(f0_x: np.ndarray, f0_y: np.ndarray) -> float | None:
     return round(float((np.abs(f0_y[:n][both] / f0_x[:n][both] - 1) > 0.2).mean()), 3)
 
 
-def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int, stft_weight: float, seed: int) -> dict:
+def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int, stft_weight: float, seed: int,
+            lr: float = CodecTrainConfig.lr) -> dict:
     """x (1, 1, N) -> the trajectory of pitch scores while fitting it."""
     torch.manual_seed(seed)
     if init == "fresh":
@@ -64,11 +66,12 @@ def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int,
         elif activation != getattr(model.config, "decoder_activation", "elu"):
             raise SystemExit(f"{init} has a {model.config.decoder_activation} decoder; cannot turn it into {activation}")
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    train = CodecTrainConfig()  # the trainer's loss weights
+    train = CodecTrainConfig()  # the trainer's loss weights and betas
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=train.betas)
+    alphas = [m.alpha for m in model.decoder.modules() if isinstance(m, Snake)]
     mel, stft = MultiScaleMelLoss(SR), MultiResolutionSTFTLoss()
     f0_x = yin_f0(x[0, 0].numpy(), SR)
-    rows, t0 = [], time.perf_counter()
+    rows, t0, loss_max = [], time.perf_counter(), 0.0
     for step in range(1, steps + 1):
         y = model.decoder(model.encoder(x))[..., : x.shape[-1]]  # (1, 1, N)
         loss = train.mel_weight * mel(y[:, 0], x[:, 0]) + train.wave_weight * (y - x).abs().mean()
@@ -78,14 +81,20 @@ def overfit(x: torch.Tensor, activation: str, init: str, steps: int, every: int,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        loss_max = max(loss_max, loss.item())
         if step % every == 0 or step == steps:
             yy = y.detach()[0, 0]
             f0_y = yin_f0(yy.numpy(), SR)
             rows.append({"step": step, "loss": round(loss.item(), 4), "median_f0": _median_f0(f0_y),
                          "gross_pitch_error": _gpe(f0_x, f0_y), "hop_periodicity": round(lag_autocorr(yy, 320), 3),
-                         "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"  {activation:5s} step {step:4d}  loss {rows[-1]['loss']:.3f}  median F0 {rows[-1]['median_f0']}  "
-                  f"GPE {rows[-1]['gross_pitch_error']}  hop periodicity {rows[-1]['hop_periodicity']:.3f}", flush=True)
+                         "seconds": round(time.perf_counter() - t0, 1), "loss_max": round(loss_max, 4)})
+            if alphas:  # the smallest |alpha| of any Snake channel: 1/alpha scales its sin^2 term
+                rows[-1]["alpha_min_abs"] = round(min(a.detach().abs().min().item() for a in alphas), 4)
+            loss_max = 0.0
+            print(f"  {activation:5s} step {step:4d}  loss {rows[-1]['loss']:.3f} (max since last {rows[-1]['loss_max']:.3f})  "
+                  f"median F0 {rows[-1]['median_f0']}  GPE {rows[-1]['gross_pitch_error']}  "
+                  f"hop periodicity {rows[-1]['hop_periodicity']:.3f}"
+                  + (f"  min |alpha| {rows[-1]['alpha_min_abs']}" if alphas else ""), flush=True)
     return {"activation": activation, "init": init, "trajectory": rows}
 
 
@@ -100,6 +109,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=100, help="score the reconstruction every N steps (default 100)")
     p.add_argument("--stft-weight", type=float, default=1.0, help="weight of the linear STFT loss (default 1; 0: off)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--lr", type=float, default=CodecTrainConfig.lr, help=f"Adam learning rate (default {CodecTrainConfig.lr}, as codec train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     a = p.parse_args()
@@ -108,9 +118,9 @@ def main() -> None:
     x = torch.from_numpy(audio[0][: int(a.seconds * SR)])[None, None]  # (1, 1, N)
     f0 = _median_f0(yin_f0(x[0, 0].numpy(), SR))
     print(f"clip {a.clip}: {x.shape[-1] / SR:.2f} s, median F0 {f0} Hz, hop periodicity {lag_autocorr(x[0, 0], 320):.3f}")
-    fits = [overfit(x, act, a.init, a.steps, a.every, a.stft_weight, a.seed) for act in a.activation]
+    fits = [overfit(x, act, a.init, a.steps, a.every, a.stft_weight, a.seed, a.lr) for act in a.activation]
     if a.json:
-        print(json.dumps({"clip": a.clip, "clip_median_f0": f0, "fits": fits, "steps": a.steps, "stft_weight": a.stft_weight,
+        print(json.dumps({"clip": a.clip, "clip_median_f0": f0, "fits": fits, "steps": a.steps, "stft_weight": a.stft_weight, "lr": a.lr,
                           "threads": a.threads, "torch": torch.__version__, "machine": platform.machine(),
                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")}))
 
