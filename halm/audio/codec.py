@@ -54,9 +54,9 @@ class Snake(torch.nn.Module):
     BigVGAN and DAC decoders). halm's codecs may use it in place of the decoder's ELUs: with ELUs, a
     decoder fitted to a single speech clip with the training losses renders the voice as a buzz at the
     codec's 75 Hz frame rate, from a fresh init as well as from a trained codec; with Snake it followed a
-    210 Hz voice to 202 Hz within 200 steps, and a 130 Hz voice to 128 Hz within 600 (one thread), but
-    at the codec's lr 1e-3 that fit then blew up and fell back to 75 Hz (benchmarks/codec_pitch_overfit.py,
-    docs/results.md)."""
+    210 Hz voice to 202 Hz within 200 steps, and a 130 Hz voice to 129.6 Hz in 1,200 steps at lr 5e-4; at
+    the codec's default lr 1e-3 that fit reached 128 Hz and then blew up, back to 75 Hz
+    (benchmarks/codec_pitch_overfit.py, docs/results.md)."""
 
     def __init__(self, channels: int):
         super().__init__()
