@@ -177,6 +177,9 @@ def cmd_codec_eval(args) -> int:
     hp = r["hop_periodicity"]
     print(f"waveform autocorrelation at one frame ({r['clips']} clips): original {hp['original']:.3f}, "
           f"codec {hp['codec']:.3f}, mu-law {hp['mulaw_baseline']:.3f} (near 1: the decoding repeats every frame)")
+    fl = r["frame_locked_share"]
+    print(f"share of energy in one waveform repeated every frame: original {fl['original']:.3f}, "
+          f"codec {fl['codec']:.3f}, mu-law {fl['mulaw_baseline']:.3f}")
     print(f"codebook usage (share of entries): {r['codebook_usage']}")
     print(f"code perplexity: {r['code_perplexity']}")
     print(f"winner per metric: {r['winner']}")

@@ -188,6 +188,26 @@ def test_hop_periodicity_finds_a_waveform_that_repeats_every_frame():
     assert lag_autocorr(voice, 320) < -0.99 and lag_autocorr(voice, 128) > 0.99  # 128 samples = one period
 
 
+def test_frame_locked_share_measures_one_waveform_stamped_on_every_frame():
+    from halm.audio.codec_eval import frame_locked_share
+
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randn(320, generator=g)
+    buzz = frame.repeat(30)
+    assert frame_locked_share(buzz, 320) > 0.999
+    noise = torch.randn(9600 * 10, generator=g)
+    assert frame_locked_share(noise, 320) < 3 / 300  # ~1/frames
+    t = torch.arange(24000) / 24000
+    voice = torch.sin(2 * torch.pi * 130.0 * t)  # drifts in phase against the 75 Hz frames
+    assert frame_locked_share(voice, 320) < 0.01
+    voice_at_2_frames = torch.sin(2 * torch.pi * 150.0 * t)  # 150 Hz: 2 periods per frame, locked
+    assert frame_locked_share(voice_at_2_frames, 320) > 0.99
+    tone = torch.sin(2 * torch.pi * 130.0 * torch.arange(9600) / 24000) * (2 * frame.pow(2).mean()).sqrt()  # rms = the frame's
+    half = 0.5 * buzz + 0.5 * tone
+    assert 0.4 < frame_locked_share(half, 320) < 0.6  # equal energies: half of it is locked
+    assert frame_locked_share(torch.zeros(9600), 320) == 0.0 and frame_locked_share(frame, 320) == 0.0
+
+
 def test_codec_eval_metrics_floor_at_80_db_and_rank_real_errors():
     from halm.audio.codec_eval import mel_l1, si_snr, stft_distance
 

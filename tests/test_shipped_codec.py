@@ -70,3 +70,6 @@ def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
     hp = r["hop_periodicity"]
     assert all(-1 <= hp[k] <= 1 for k in ("original", "codec", "mulaw_baseline"))
     assert np.isclose(np.mean([c["original_hop_periodicity"] for c in clips]), hp["original"], atol=1e-3)
+    fl = r["frame_locked_share"]
+    assert all(0 <= fl[k] <= 1 for k in ("original", "codec", "mulaw_baseline"))
+    assert np.isclose(np.mean([c["original_frame_locked_share"] for c in clips]), fl["original"], atol=1e-3)
