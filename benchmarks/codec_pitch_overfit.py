@@ -1,4 +1,4 @@
-"""Analysis (not a test): can a codec's decoder render a voice's pitch at all? Overfit it to one clip.
+"""Analysis (not a test): can a codec's decoder render a voice's pitch at all? Overfit it to one clip, or a few.
 
     python benchmarks/codec_pitch_overfit.py --clip speech.wav [more.wav ...] [--activation elu snake] \
         [--init fresh | --init RUN/codec] [--steps 300] [--stft-weight 1] [--lr 1e-3] [--json]
@@ -6,8 +6,8 @@
 The codec (halm-small's architecture: `CodecTrainConfig()`, or the codec folder given by --init) is
 trained as a plain autoencoder (quantizer bypassed, so only the encoder and decoder matter) on the first
 `--seconds` of one clip (or of several, as one batch: then the decoder must render each voice's pitch
-from what the latent says, not from one memorised waveform), with `halm codec train`'s losses (multi-scale mel + 0.1 x waveform L1 +
-`--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest task a decoder
+from what the latent says, not from one memorised waveform), with `halm codec train`'s losses
+(multi-scale mel + 0.1 x waveform L1 + `--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest task a decoder
 can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
 prints the reconstruction's median F0 (YIN; `median_f0`, one per clip) against the clip's, its gross pitch
 error (voiced frames of both whose F0 is > 20% off, pooled over the clips), its autocorrelation at one
@@ -128,7 +128,8 @@ def main() -> None:
     x = torch.stack([c[:n] for c in clips])[:, None]  # (n_clips, 1, N)
     f0 = [_median_f0(yin_f0(c.numpy(), SR)) for c in x[:, 0]]
     for path, c, f in zip(a.clip, x[:, 0], f0):
-        print(f"clip {path}: {n / SR:.2f} s, median F0 {f} Hz, hop periodicity {lag_autocorr(c, 320):.3f}")
+        print(f"clip {path}: {n / SR:.2f} s, median F0 {f} Hz, hop periodicity {lag_autocorr(c, 320):.3f}, "
+              f"frame-locked {frame_locked_share(c, 320):.3f}")
     fits = [overfit(x, act, a.init, a.steps, a.every, a.stft_weight, a.seed, a.lr) for act in a.activation]
     if a.json:
         print(json.dumps({"clip": a.clip, "clip_median_f0": f0, "fits": fits, "steps": a.steps, "stft_weight": a.stft_weight, "lr": a.lr,
