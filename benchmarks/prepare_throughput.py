@@ -36,6 +36,7 @@ def profile(codec_spec: str) -> None:
     from halm.audio.codec import Codec
     from halm.audio.io import load_audio
 
+    print(f"CPU: {cpu_description()}, {os.cpu_count()} cores")
     t = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); from halm.audio.codec import Codec; "
                         f"Codec.load({codec_spec!r}); print(time.perf_counter() - t)"], capture_output=True, text=True, check=True)
     print(f"a fresh process importing halm and loading the codec: {float(t.stdout.split()[-1]):.1f} s")
@@ -66,6 +67,21 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector extensions that decide conv speed (from /proc/cpuinfo on Linux).
+
+    The same code ran 2.5x faster on one 2-core VM than on another (docs/results.md): a figure
+    without the CPU it was measured on cannot be compared with another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model} ({', '.join(isa) or 'no AVX2'})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="minutes of speech to prepare (default 5)")
@@ -79,6 +95,7 @@ def main() -> None:
         return profile(args.codec)
 
     out = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "cpu": cpu_description(),
            "torch": torch.__version__, "codec": args.codec, "minutes": args.minutes, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         synthesize("speech", f"{tmp}/speech", args.minutes, seed=0, progress=False)
