@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="run folder: train_state/, metrics.jsonl, codec/ (the export)")
     c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 12000)")
     c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set num_filters=32 batch_size=16 (see CodecTrainConfig)")
+                   help="override config fields, e.g. --set num_filters=32 batch_size=16; device=cuda|cpu|auto (default auto: CUDA when present) (see CodecTrainConfig)")
     c.add_argument("--init-from", metavar="RUN",
                    help="start a new --out from RUN's last checkpoint (weights, codebooks, optimizer, step) and go on "
                    "with this command's settings, e.g. to change the recipe mid-training; ignored once --out has a checkpoint")

@@ -5,7 +5,14 @@ import torch
 from safetensors.torch import load_file
 
 from halm.audio.codec import Codec
-from halm.audio.codec_train import CodecTrainConfig, RVQTrainer, pitch_loss, pitch_targets, train_codec
+from halm.audio.codec_train import (
+    CodecTrainConfig,
+    RVQTrainer,
+    pitch_loss,
+    pitch_targets,
+    resolve_device,
+    train_codec,
+)
 from halm.data.synth import synthesize
 
 TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
@@ -76,7 +83,8 @@ def test_training_exports_and_resumes_identically(tmp_path):
     data = [str(tmp_path / "speech")]
     cfg = CodecTrainConfig(**{**TINY, "steps": 6, "threads": 1})
     train_codec(cfg, data, tmp_path / "full", progress=False)
-    train_codec(CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1}), data, tmp_path / "resumed", progress=False)
+    # the first part names its device ("auto" resolves to it here): the device may change on resume
+    train_codec(CodecTrainConfig(**{**TINY, "steps": 3, "threads": 1, "device": "cpu"}), data, tmp_path / "resumed", progress=False)
     train_codec(cfg, data, tmp_path / "resumed", progress=False)  # the same command again continues
     a = load_file(str(tmp_path / "full" / "train_state" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "train_state" / "model.safetensors"))
@@ -89,6 +97,18 @@ def test_training_exports_and_resumes_identically(tmp_path):
     assert codes.shape == (1, 3, 8)
     with pytest.raises(ValueError, match="other settings"):
         train_codec(CodecTrainConfig(**{**TINY, "steps": 6, "num_filters": 8}), data, tmp_path / "full", progress=False)
+
+
+def test_device_setting_resolves_or_says_what_is_missing():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        resolve_device("meta")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=f"has {n} CUDA device"):
+        resolve_device(f"cuda:{n}")
 
 
 def test_init_from_continues_another_run(tmp_path):

@@ -48,7 +48,7 @@ from halm.audio.mel import mel_filterbank
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
-RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every")  # how a run executes; may change on resume
+RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
           "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu"}
@@ -93,6 +93,7 @@ class CodecTrainConfig:
     log_every: int = 10
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default); 1 avoids oversubscription when sharing cores
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1"; may change on resume
 
     def override(self, pairs: list[str]) -> CodecTrainConfig:
         """Apply `key=value` overrides (values parsed as JSON when possible, else kept as strings)."""
@@ -248,7 +249,7 @@ def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[
     """Plain k-means on (N, D) frames; returns centroids (k, D) and counts (k,)."""
     idx = torch.randint(len(x), (k,), generator=gen)
     c = x[idx].clone()
-    counts = torch.zeros(k)
+    counts = torch.zeros(k, device=x.device)
     for _ in range(iters):
         assign = torch.cdist(x, c).argmin(dim=1)
         counts = torch.bincount(assign, minlength=k).float()
@@ -359,6 +360,25 @@ class AudioCrops:
         return torch.stack(out)[:, None]  # (B, 1, N)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA device that is not there
+    is an error saying so, not a crash inside the first convolution."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"device={spec!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= n:
+            raise ValueError(f"device={spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}); "
+                             "use --set device=cpu or device=auto")
+    elif device.type != "cpu":
+        raise ValueError(f"device={spec!r}: halm codec train runs on cpu or cuda")
+    return device
+
+
 def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True,
                 init_from: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
@@ -380,24 +400,25 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                              "pass those to resume it, or use another --out")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
+    device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # a run slowed 3x mid-way (1.5 -> 4.6 s/step), denormals suspected
     torch.manual_seed(cfg.seed)
-    model = fast_padding(build_encodec(cfg.encodec_config()))
+    model = fast_padding(build_encodec(cfg.encodec_config())).to(device)  # initialised on the CPU: the same on any device
     rvq = RVQTrainer(model.quantizer, cfg)
-    mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db)
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db).to(device)
     stft_loss = MultiResolutionSTFTLoss() if cfg.stft_weight > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     disc = disc_opt = None
     if cfg.adv_weight > 0:
-        disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters)
+        disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     pitch_head = pitch_opt = None
     if cfg.pitch_weight > 0:
         with torch.random.fork_rng(devices=[]):  # its own seed: turning the head on leaves the run's random stream as it was
             torch.manual_seed(cfg.seed + 2)
-            pitch_head = torch.nn.Linear(cfg.hidden_size, 2)
+            pitch_head = torch.nn.Linear(cfg.hidden_size, 2).to(device)
         pitch_opt = torch.optim.Adam(pitch_head.parameters(), lr=cfg.lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
@@ -414,7 +435,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
     if resume_dir is not None:
         model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
-        st = torch.load(resume_dir / "trainer.pt", weights_only=True)
+        st = torch.load(resume_dir / "trainer.pt", map_location="cpu", weights_only=True)  # optimizers move it to their params
         opt.load_state_dict(st["optimizer"])
         for group in opt.param_groups:  # the checkpoint's groups carry its lr/betas; an --init-from may change them
             group["lr"], group["betas"] = cfg.lr, tuple(cfg.betas)
@@ -432,7 +453,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if own is None:
             (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
     else:
-        data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)))
+        data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device))
     model.train()
     truncate_metrics(out / "metrics.jsonl", step)  # rows an interrupted run logged after its last checkpoint
     metrics_f = open(out / "metrics.jsonl", "a")
@@ -440,9 +461,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     t0, audio_done = time.perf_counter(), 0.0
 
     def write_state(folder: Path):
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
         if disc is not None:
-            save_file(disc.state_dict(), str(folder / "discriminator.safetensors"))
+            save_file({k: v.detach().cpu().contiguous() for k, v in disc.state_dict().items()},
+                      str(folder / "discriminator.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
                     **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
@@ -460,9 +482,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             with torch.no_grad():
                 frames_needed = 4 * cfg.codebook_size
                 n_seg = max(cfg.batch_size, -(-frames_needed // int(cfg.segment_seconds * cfg.sample_rate / model.config.hop_length)))
-                emb0 = model.encoder(data.batch(n_seg, gen))  # (n_seg, D, T)
+                emb0 = model.encoder(data.batch(n_seg, gen).to(device))  # (n_seg, D, T)
                 rvq.kmeans_init(emb0, gen, frames_per_step=cfg.batch_size * emb0.shape[-1])
-        x = data.batch(cfg.batch_size, gen)  # (B, 1, N)
+        x = data.batch(cfg.batch_size, gen).to(device)  # (B, 1, N); crops and every random draw come from the CPU
         n_q = int(torch.randint(1, cfg.n_codebooks + 1, (1,), generator=gen)) if cfg.quantizer_dropout else cfg.n_codebooks
         emb = model.encoder(x)  # (B, D, T)
         if step < cfg.ae_warmup_steps:
@@ -483,7 +505,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
             loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
         if pitch_head is not None:
-            l_pitch = pitch_loss(pitch_head, q, *pitch_targets(x, cfg.sample_rate, model.config.hop_length, q.shape[-1]))
+            targets = pitch_targets(x, cfg.sample_rate, model.config.hop_length, q.shape[-1])
+            l_pitch = pitch_loss(pitch_head, q, *(t.to(device) for t in targets))
             loss = loss + cfg.pitch_weight * l_pitch
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite codec loss at step {step}")
