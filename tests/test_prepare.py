@@ -108,13 +108,13 @@ def test_resume_recomputes_nothing_done_and_refuses_other_settings(tmp_path, cor
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_same_dataset(tmp_path, corpus, codec_dir):
     args = [sys.executable, "-m", "halm", "prepare", "--source", str(corpus), "--codec", str(codec_dir),
-            "--shard-size", "2", "--json"]
+            "--shard-size", "1", "--workers", "1", "--json"]  # one clip per shard, one at a time: the kill lands mid-run
     subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
     proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "killed" / "shards" / "shard_00000"
     deadline = time.time() + 120
     while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.002)  # (with 2 workers and 50 ms polls a fast CPU finished all shards before the kill)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not json.loads((tmp_path / "killed" / "index.json").read_text())["complete"]
