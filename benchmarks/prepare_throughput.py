@@ -70,7 +70,7 @@ def _timed(fn) -> float:
 def cpu_description() -> str:
     """The CPU model and the vector extensions that decide conv speed (from /proc/cpuinfo on Linux).
 
-    The same code ran 2.5x faster on one 2-core VM than on another (docs/results.md): a figure
+    The same encoder ran 2.65x faster on one 2-core VM than on another (docs/results.md): a figure
     without the CPU it was measured on cannot be compared with another."""
     try:
         info = Path("/proc/cpuinfo").read_text()

@@ -379,6 +379,11 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state as contiguous CPU tensors, as safetensors writes them (from any device)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True,
                 init_from: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
@@ -461,10 +466,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     t0, audio_done = time.perf_counter(), 0.0
 
     def write_state(folder: Path):
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+        save_file(_cpu_state(model), str(folder / "model.safetensors"))
         if disc is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in disc.state_dict().items()},
-                      str(folder / "discriminator.safetensors"))
+            save_file(_cpu_state(disc), str(folder / "discriminator.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
                     **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
