@@ -178,3 +178,69 @@ def test_snake_decoder_codec_saves_loads_and_streams(tmp_path):
     model.config.decoder_activation = "gelu"
     with pytest.raises(CodecError, match="decoder_activation"):
         build_encodec(model.config)
+
+
+def _voice_the_branch(model, f0_hz: float, amps_bias: list[float]):
+    """Make the harmonic branch read a constant voiced F0 and play fixed harmonic amplitudes."""
+    import math
+
+    with torch.no_grad():
+        branch = model.harmonic
+        branch.pitch.weight.zero_()
+        branch.pitch.bias.copy_(torch.tensor([math.log(f0_hz / 150.0), 20.0]))  # voicing gate ~1
+        branch.amps[-1].bias.copy_(torch.tensor(amps_bias))
+
+
+def test_harmonic_branch_starts_silent_renders_the_pitch_it_reads_and_round_trips(tmp_path):
+    from halm.metrics.pitch import yin_f0
+
+    model = tiny_encodec(harmonics=16, decoder_activation="snake")
+    codec = Codec(model, "harmonic")
+    wav = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(0)) * 0.3
+    codes = codec.encode(wav, 24000)
+    with torch.no_grad():
+        plain = model.decoder(model.quantizer.decode(codes.transpose(0, 1)))  # (1, 1, N): the decoder alone
+    # a new branch adds nothing: the codec decodes as its decoder alone
+    torch.testing.assert_close(codec.decode(codes), plain, atol=1e-6, rtol=0)
+    # a branch reading 180 Hz with one harmonic on plays a 180 Hz sine (the decoder's own output subtracted)
+    _voice_the_branch(model, 180.0, [0.2] + [0.0] * 15)
+    tone = (codec.decode(codes) - plain)[0, 0].numpy()
+    spec = np.abs(np.fft.rfft(tone))
+    assert abs(np.fft.rfftfreq(len(tone), 1 / 24000)[spec.argmax()] - 180.0) < 2.0
+    assert abs(np.median(yin_f0(tone, 24000)) - 180.0) < 3.0
+    assert abs(tone.std() - 0.2 / np.sqrt(2)) < 0.01
+    # harmonics above 0.95 x Nyquist stay silent: at 1000 Hz only harmonics 1..11 sound
+    _voice_the_branch(model, 1000.0, [0.1] * 16)
+    tone = (codec.decode(codes) - plain)[0, 0].numpy()
+    spec = np.abs(np.fft.rfft(tone)) ** 2
+    freqs = np.fft.rfftfreq(len(tone), 1 / 24000)
+    assert spec[freqs > 11500].sum() < 1e-6 * spec.sum() and spec[(freqs > 10900) & (freqs < 11100)].sum() > 0.05 * spec.sum()
+    # the branch and its size travel in config.json + model.safetensors
+    codec.save(tmp_path / "h")
+    loaded = Codec.load(tmp_path / "h")
+    assert loaded.model.config.harmonics == 16 and torch.equal(loaded.decode(codes), codec.decode(codes))
+
+
+def test_harmonic_branch_is_causal_and_streams_as_the_full_decode():
+    from halm.audio.streaming import StreamingDecoder
+
+    model = tiny_encodec(harmonics=8, decoder_activation="snake", seed=1)
+    with torch.no_grad():  # a pitch and envelope that vary with the codes
+        g = torch.Generator().manual_seed(1)
+        for p in model.harmonic.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    codec = Codec(model, "harmonic")
+    wav = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(2)) * 0.3
+    codes = codec.encode(wav, 24000)[:, :2]  # (1, 2, 75)
+    full = codec.decode(codes)[:, 0]
+    with torch.no_grad():
+        branch_only = full - model.decoder(model.quantizer.decode(codes.transpose(0, 1)))[:, 0]
+    assert branch_only.abs().max() > 0.01  # the branch sounds
+    stream = StreamingDecoder(codec)
+    parts = [stream.decode(codes[..., :10])] + [stream.decode(codes[..., t:t + 1]) for t in range(10, codes.shape[-1])]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
+    for t in (12, 40):  # changing frames after t leaves every sample of frames 0..t as it was (EnCodec reflect-pads
+        # its first convolution, so its first frames see a few later ones, with or without the branch)
+        changed = codes.clone()
+        changed[..., t + 1:] = (changed[..., t + 1:] + 5) % 32
+        torch.testing.assert_close(codec.decode(changed)[:, 0, : (t + 1) * 320], full[:, : (t + 1) * 320], atol=1e-6, rtol=0)

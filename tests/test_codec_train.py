@@ -322,3 +322,34 @@ def test_stft_loss_reaches_the_codec_and_is_logged(tmp_path):
     assert all(r["stft"] > 0 for r in rows) and "stft" not in json.loads((tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()[0])
     ma, mb = (load_file(str(tmp_path / r / "train_state" / "model.safetensors")) for r in ("plain", "stft"))
     assert any(not torch.equal(ma[k], mb[k]) for k in ma if k.startswith("decoder."))
+
+
+def test_harmonic_branch_trains_resumes_identically_and_joins_a_run_with_a_pitch_head(tmp_path):
+    synthesize("speech", tmp_path / "speech", 0.1, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    cfg = {**TINY, "threads": 1, "pitch_weight": 1.0, "decoder_activation": "snake"}
+    with pytest.raises(ValueError, match="needs pitch_weight"):
+        train_codec(CodecTrainConfig(**{**cfg, "pitch_weight": 0.0, "harmonics": 4, "steps": 1}), data, tmp_path / "x", progress=False)
+    harm = {**cfg, "harmonics": 4}
+    train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "full", progress=False)
+    train_codec(CodecTrainConfig(**{**harm, "steps": 3}), data, tmp_path / "resumed", progress=False)
+    train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "resumed", progress=False)
+    ma, mb = (load_file(str(tmp_path / r / "train_state" / "model.safetensors")) for r in ("full", "resumed"))
+    assert any(k.startswith("harmonic.") for k in ma) and all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert ma["harmonic.amps.2.weight"].abs().max() > 0  # it left its silent start: the losses reach it
+    codec = Codec.load(tmp_path / "full" / "codec")
+    assert codec.model.config.harmonics == 4 and codec.decode(torch.zeros(1, 3, 5, dtype=torch.long)).shape == (1, 1, 1600)
+    # a run with a plain pitch head gets the branch on --init-from; the branch starts from its head
+    train_codec(CodecTrainConfig(**{**cfg, "steps": 4}), data, tmp_path / "head", progress=False)
+    head = torch.load(tmp_path / "head" / "train_state" / "trainer.pt", weights_only=True)["pitch_head"]
+    train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "joined", progress=False, init_from=tmp_path / "head")
+    mj = load_file(str(tmp_path / "joined" / "train_state" / "model.safetensors"))
+    assert torch.equal(mj["harmonic.pitch.weight"], head["weight"]) and torch.equal(mj["harmonic.pitch.bias"], head["bias"])
+    assert mj["harmonic.amps.2.weight"].abs().max() == 0  # not trained yet (already at --steps): still silent
+    mh = load_file(str(tmp_path / "head" / "train_state" / "model.safetensors"))
+    assert all(torch.equal(mh[k], mj[k]) for k in mh)
+    train_codec(CodecTrainConfig(**{**harm, "steps": 6}), data, tmp_path / "joined", progress=False)  # and trains on
+    # its size cannot change mid-training
+    with pytest.raises(ValueError, match="harmonics"):
+        train_codec(CodecTrainConfig(**{**cfg, "harmonics": 8, "steps": 6}), data, tmp_path / "other", progress=False,
+                    init_from=tmp_path / "full")

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from halm.audio.codec import Codec, build_encodec, fast_padding
+from halm.audio.codec import LOG_F0_REF, Codec, build_encodec, decode_latent, fast_padding
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.audio.mel import mel_filterbank
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
@@ -51,7 +51,8 @@ STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ 
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how a run executes; may change on resume
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
-          "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu"}
+          "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu",
+          "harmonics": 0}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps", "decoder_activation")
@@ -87,6 +88,7 @@ class CodecTrainConfig:
     disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
+    harmonics: int = 0  # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.audio.codec.HarmonicBranch; ours)
     stft_weight: float = 0.0  # > 0: linear-frequency STFT loss (spectral convergence + log magnitude), resolves harmonics
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
@@ -112,11 +114,8 @@ class CodecTrainConfig:
             hidden_size=self.hidden_size, num_filters=self.num_filters, num_residual_layers=1,
             upsampling_ratios=list(self.ratios), norm_type="weight_norm", use_causal_conv=True,
             num_lstm_layers=self.num_lstm_layers, codebook_size=self.codebook_size, codebook_dim=self.hidden_size,
-            use_conv_shortcut=True, decoder_activation=self.decoder_activation,
+            use_conv_shortcut=True, decoder_activation=self.decoder_activation, harmonics=self.harmonics,
         )
-
-
-LOG_F0_REF = math.log(150.0)  # the pitch head predicts log(F0 / 150 Hz)
 
 
 def pitch_targets(x: torch.Tensor, sample_rate: int, hop: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,13 +413,19 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     rvq = RVQTrainer(model.quantizer, cfg)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, floor_db=cfg.mel_floor_db).to(device)
     stft_loss = MultiResolutionSTFTLoss() if cfg.stft_weight > 0 else None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("harmonic.")], lr=cfg.lr, betas=cfg.betas)
     disc = disc_opt = None
     if cfg.adv_weight > 0:
         disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     pitch_head = pitch_opt = None
-    if cfg.pitch_weight > 0:
+    branch = getattr(model, "harmonic", None)  # its own optimizer: it may be added to a run that had none
+    if branch is not None:
+        if cfg.pitch_weight <= 0:
+            raise ValueError("harmonics > 0 needs pitch_weight > 0: the harmonic branch is driven by the pitch head")
+        pitch_head = branch.pitch
+        pitch_opt = torch.optim.Adam(branch.parameters(), lr=cfg.lr, betas=cfg.betas)
+    elif cfg.pitch_weight > 0:
         with torch.random.fork_rng(devices=[]):  # its own seed: turning the head on leaves the run's random stream as it was
             torch.manual_seed(cfg.seed + 2)
             pitch_head = torch.nn.Linear(cfg.hidden_size, 2).to(device)
@@ -436,10 +441,14 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {Path(init_from) / 'train_state'}")
         src = {**LEGACY, **json.loads((Path(init_from) / "train_config.json").read_text())}
         differ = {k: (src.get(k), mine[k]) for k in ARCHITECTURE if src.get(k) != mine[k]}
+        if src["harmonics"] not in (0, mine["harmonics"]):  # a harmonic branch may be added, not changed
+            differ["harmonics"] = (src["harmonics"], mine["harmonics"])
         if differ:
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
     if resume_dir is not None:
-        model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
+        missing, unexpected = model.load_state_dict(load_file(str(resume_dir / "model.safetensors")), strict=False)
+        if unexpected or any(not k.startswith("harmonic.") for k in missing):
+            raise ValueError(f"{resume_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         st = torch.load(resume_dir / "trainer.pt", map_location="cpu", weights_only=True)  # optimizers move it to their params
         opt.load_state_dict(st["optimizer"])
         for group in opt.param_groups:  # the checkpoint's groups carry its lr/betas; an --init-from may change them
@@ -451,9 +460,13 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             disc_opt.load_state_dict(st["disc_optimizer"])
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
-        if pitch_head is not None and "pitch_head" in st:  # else: a run without one, so a fresh one
+        if branch is not None and "harmonic_optimizer" in st:
+            pitch_opt.load_state_dict(st["harmonic_optimizer"])
+        elif pitch_head is not None and "pitch_head" in st:  # a run with a pitch head: the branch starts from its head
             pitch_head.load_state_dict(st["pitch_head"])
-            pitch_opt.load_state_dict(st["pitch_optimizer"])
+            if branch is None:
+                pitch_opt.load_state_dict(st["pitch_optimizer"])
+        # else: a run without one, so a fresh one
         step = int(st["step"])
         if own is None:
             (out / "init_from.json").write_text(json.dumps({"run": str(init_from), "step": step}) + "\n")
@@ -472,7 +485,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
                     **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
-                       if pitch_head is not None else {})},
+                       if pitch_head is not None and branch is None else {}),
+                    **({"harmonic_optimizer": pitch_opt.state_dict()} if branch is not None else {})},
                    folder / "trainer.pt")
 
     def save():
@@ -495,7 +509,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             q, commit, codes = emb, emb.new_zeros(()), None
         else:
             q, commit, codes = rvq(emb, n_q, gen)
-        y = model.decoder(q)[..., : x.shape[-1]]  # (B, 1, N)
+        y = decode_latent(model, q)[..., : x.shape[-1]]  # (B, 1, N)
         sizes = set(mel_loss.n_ffts) | set(stft_loss.n_ffts if stft_loss is not None else ())
         spectra = stft_magnitudes(y[:, 0], sizes), stft_magnitudes(x[:, 0], sizes)  # once for both spectral losses
         l_mel = mel_loss(y[:, 0], x[:, 0], spectra)

@@ -3,7 +3,7 @@
 transformers' EncodecDecoder has no streaming API. For a causal codec (use_causal_conv, weight norm)
 each layer is either stateless (ELU or halm's Snake), a causal convolution (state: its last (k-1)·d inputs), a
 transposed convolution (state: the overlap tail it adds to the next frame), or the LSTM (state:
-h and c). The first chunk (the prompt) goes through the same padding as the full decode (EnCodec
+h and c); halm's harmonic branch keeps its oscillators' phase and the last frame's controls. The first chunk (the prompt) goes through the same padding as the full decode (EnCodec
 reflect-pads the start); after that each frame costs a few tiny convolutions. The output equals a
 full decode of the whole sequence (tests/test_codec_mel.py), which is causal after the first frames.
 
@@ -153,14 +153,24 @@ class StreamingDecoder:
     def __init__(self, codec):
         if not can_stream(codec):
             raise ValueError(f"{codec.name}: streaming needs a causal EnCodec with weight norm and trim_right_ratio 1")
+        from halm.audio.codec import _lstm_end
+
         self.codec = codec
         self.ops = [_wrap(layer) for layer in codec.model.decoder.layers]
+        self.branch = getattr(codec.model, "harmonic", None)  # halm's harmonic branch reads the LSTM's output
+        self.split = _lstm_end(codec.model) if self.branch is not None else 0
+        self.branch_state: dict = {}
         self.frames = 0
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        x = self.codec.model.quantizer.decode(codes.transpose(0, 1).to(self.codec.device))  # (B, D, n)
-        for op in self.ops:
+        q = x = self.codec.model.quantizer.decode(codes.transpose(0, 1).to(self.codec.device))  # (B, D, n)
+        h = None
+        for i, op in enumerate(self.ops):
+            if i == self.split:
+                h = x  # (B, C, n)
             x = op(x)
+        if self.branch is not None:
+            x = x + self.branch(q, h, self.branch_state)  # phase and the last frame's controls carried over
         self.frames += codes.shape[-1]
         return x[:, 0]  # (B, n*H), mono
