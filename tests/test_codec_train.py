@@ -330,8 +330,12 @@ def test_harmonic_branch_trains_resumes_identically_and_joins_a_run_with_a_pitch
     cfg = {**TINY, "threads": 1, "pitch_weight": 1.0, "decoder_activation": "snake"}
     with pytest.raises(ValueError, match="needs pitch_weight"):
         train_codec(CodecTrainConfig(**{**cfg, "pitch_weight": 0.0, "harmonics": 4, "steps": 1}), data, tmp_path / "x", progress=False)
-    harm = {**cfg, "harmonics": 4}
+    with pytest.raises(ValueError, match="needs a harmonic branch"):
+        train_codec(CodecTrainConfig(**{**cfg, "branch_weight": 1.0, "steps": 1}), data, tmp_path / "y", progress=False)
+    harm = {**cfg, "harmonics": 4, "branch_weight": 1.0}
     train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "full", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["branch"] > 0 for r in rows)  # the branch's own mel loss
     train_codec(CodecTrainConfig(**{**harm, "steps": 3}), data, tmp_path / "resumed", progress=False)
     train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "resumed", progress=False)
     ma, mb = (load_file(str(tmp_path / r / "train_state" / "model.safetensors")) for r in ("full", "resumed"))

@@ -160,11 +160,13 @@ def _lstm_end(model) -> int:
     return 2 if len(layers) > 1 and isinstance(layers[1], EncodecLSTM) else 1
 
 
-def decode_latent(model, q: torch.Tensor) -> torch.Tensor:
-    """Quantized latent q (B, D, T) -> audio (B, C, T * hop): the decoder, plus the harmonic branch if any."""
+def decode_latent(model, q: torch.Tensor, parts: bool = False):
+    """Quantized latent q (B, D, T) -> audio (B, C, T * hop): the decoder, plus the harmonic branch if any.
+    parts=True: (the decoder's output, the branch's output or None) instead of their sum."""
     branch = getattr(model, "harmonic", None)
     if branch is None:
-        return model.decoder(q)
+        y = model.decoder(q)
+        return (y, None) if parts else y
     layers = model.decoder.layers
     split = _lstm_end(model)
     h = q
@@ -173,7 +175,8 @@ def decode_latent(model, q: torch.Tensor) -> torch.Tensor:
     x = h
     for layer in layers[split:]:
         x = layer(x)
-    return x + branch(q, h)
+    harm = branch(q, h)
+    return (x, harm) if parts else x + harm
 
 
 def build_encodec(config):

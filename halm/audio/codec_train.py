@@ -52,7 +52,7 @@ RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how 
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
           "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu",
-          "harmonics": 0}
+          "harmonics": 0, "branch_weight": 0.0}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps", "decoder_activation")
@@ -89,6 +89,7 @@ class CodecTrainConfig:
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
     harmonics: int = 0  # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.audio.codec.HarmonicBranch; ours)
+    branch_weight: float = 0.0  # > 0: the branch's output alone must match the input too (mel loss), so it learns the voiced envelope
     stft_weight: float = 0.0  # > 0: linear-frequency STFT loss (spectral convergence + log magnitude), resolves harmonics
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
     ckpt_every: int = 400
@@ -420,6 +421,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     pitch_head = pitch_opt = None
     branch = getattr(model, "harmonic", None)  # its own optimizer: it may be added to a run that had none
+    if branch is None and cfg.branch_weight > 0:
+        raise ValueError("branch_weight > 0 needs a harmonic branch (harmonics > 0)")
     if branch is not None:
         if cfg.pitch_weight <= 0:
             raise ValueError("harmonics > 0 needs pitch_weight > 0: the harmonic branch is driven by the pitch head")
@@ -509,7 +512,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             q, commit, codes = emb, emb.new_zeros(()), None
         else:
             q, commit, codes = rvq(emb, n_q, gen)
-        y = decode_latent(model, q)[..., : x.shape[-1]]  # (B, 1, N)
+        y_dec, y_harm = decode_latent(model, q, parts=True)
+        y = (y_dec if y_harm is None else y_dec + y_harm)[..., : x.shape[-1]]  # (B, 1, N)
         sizes = set(mel_loss.n_ffts) | set(stft_loss.n_ffts if stft_loss is not None else ())
         spectra = stft_magnitudes(y[:, 0], sizes), stft_magnitudes(x[:, 0], sizes)  # once for both spectral losses
         l_mel = mel_loss(y[:, 0], x[:, 0], spectra)
@@ -522,6 +526,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if disc is not None:
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
             loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
+        if cfg.branch_weight > 0:
+            l_branch = mel_loss(y_harm[:, 0, : x.shape[-1]], x[:, 0])
+            loss = loss + cfg.branch_weight * l_branch
         if pitch_head is not None:
             targets = pitch_targets(x, cfg.sample_rate, model.config.hop_length, q.shape[-1])
             l_pitch = pitch_loss(pitch_head, q, *(t.to(device) for t in targets))
@@ -556,6 +563,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                 row["stft"] = round(l_stft.item(), 5)
             if pitch_head is not None:
                 row["pitch"] = round(l_pitch.item(), 5)
+            if cfg.branch_weight > 0:
+                row["branch"] = round(l_branch.item(), 5)
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
