@@ -20,7 +20,11 @@ trained with the losses above carry almost no pitch (docs/results.md), so no dec
 `stft_weight > 0` adds a linear-frequency multi-resolution STFT loss (`MultiResolutionSTFTLoss`), and
 `decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.audio.codec.Snake`): an ELU
 decoder of this size renders even a single clip it is fitted to at the 75 Hz frame rate, a Snake one
-can leave it (benchmarks/codec_pitch_overfit.py, docs/results.md).
+can leave it (benchmarks/codec_pitch_overfit.py, docs/results.md). `harmonics=K` adds a harmonic branch
+(`halm.audio.codec.HarmonicBranch`) whose pitch head is the trainer's (so it needs `pitch_weight > 0`);
+it has its own optimizer and may join a run with a plain pitch head through --init-from, starting silent
+from that head. `branch_weight > 0` adds a mel loss on the branch's output alone: without it the branch
+stayed at a few percent of the output next to the decoder's frame-rate pulse (docs/results.md).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
