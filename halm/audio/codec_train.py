@@ -531,7 +531,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             l_adv, l_feat = generator_losses(disc, y[:, 0], x[:, 0])
             loss = loss + cfg.adv_weight * l_adv + cfg.feat_weight * l_feat
         if cfg.branch_weight > 0:
-            l_branch = mel_loss(y_harm[:, 0, : x.shape[-1]], x[:, 0])
+            y_h = y_harm[:, 0, : x.shape[-1]]
+            l_branch = mel_loss(y_h, x[:, 0], (stft_magnitudes(y_h, mel_loss.n_ffts), spectra[1]))  # the input's spectra reused
             loss = loss + cfg.branch_weight * l_branch
         if pitch_head is not None:
             targets = pitch_targets(x, cfg.sample_rate, model.config.hop_length, q.shape[-1])
