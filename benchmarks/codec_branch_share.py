@@ -1,4 +1,4 @@
-"""Analysis (not a test): what a codec's harmonic branch (`halm.audio.codec.HarmonicBranch`) contributes.
+"""Analysis (not a test): what a codec's harmonic branch (`halm.audio.harmonic.HarmonicBranch`) contributes.
 
     python benchmarks/codec_branch_share.py --codec RUN/codec [--data /work/data/heldout_speech] [--max-items 4] [--json]
 
@@ -16,8 +16,9 @@ import json
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec, _lstm_end, decode_latent
+from halm.audio.codec import Codec
 from halm.audio.codec_eval import _median_f0
+from halm.audio.harmonic import decode_latent, lstm_end
 from halm.audio.io import load_audio
 from halm.data.sources import open_source
 from halm.metrics.pitch import yin_f0
@@ -30,7 +31,7 @@ def clip_scores(codec: Codec, wav: np.ndarray) -> dict:
         q = m.quantizer.decode(codes.transpose(0, 1))  # (1, D, T)
         dec, harm = decode_latent(m, q, parts=True)
         h = q
-        for layer in m.decoder.layers[: _lstm_end(m)]:
+        for layer in m.decoder.layers[: lstm_end(m)]:
             h = layer(h)  # (1, C, T): the LSTM output the branch reads
         f0_pred, gate, _ = m.harmonic.controls(q, h)
     full, harm = (dec + harm)[0, 0].numpy(), harm[0, 0].numpy()

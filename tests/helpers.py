@@ -6,8 +6,9 @@ import torch
 
 
 def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, hidden: int = 16,
-                 decoder_activation: str = "elu", harmonics: int = 0):
-    """A randomly initialised 24 kHz / hop 320 EncodecModel whose codebooks are spread out, so codes vary."""
+                 decoder_activation: str = "elu", harmonics: int = 0, **branch):
+    """A randomly initialised 24 kHz / hop 320 EncodecModel whose codebooks are spread out, so codes vary.
+    branch: further settings of the harmonic branch (harmonic_envelope=E, decoder_gate=g)."""
     from transformers import EncodecConfig
 
     from halm.audio.codec import build_encodec
@@ -17,7 +18,7 @@ def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, h
     cfg = EncodecConfig(num_filters=4, upsampling_ratios=[8, 5, 4, 2], codebook_size=codebook_size, hidden_size=hidden,
                         codebook_dim=hidden, num_lstm_layers=1, use_causal_conv=True, audio_channels=1,
                         target_bandwidths=[k * bits * 75 / 1000 for k in range(1, n_codebooks + 1)],
-                        decoder_activation=decoder_activation, harmonics=harmonics)
+                        decoder_activation=decoder_activation, harmonics=harmonics, **branch)
     model = build_encodec(cfg).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # random codebooks at the scale of the encoder's output: varied codes, no exact ties

@@ -221,10 +221,51 @@ def test_harmonic_branch_starts_silent_renders_the_pitch_it_reads_and_round_trip
     assert loaded.model.config.harmonics == 16 and torch.equal(loaded.decode(codes), codec.decode(codes))
 
 
-def test_harmonic_branch_is_causal_and_streams_as_the_full_decode():
+def test_envelope_keeps_a_formant_where_it_is_whatever_the_pitch_and_the_gate_hands_voiced_frames_over(tmp_path):
+    from halm.audio.harmonic import hz_to_mel
+
+    E = 48
+    model = tiny_encodec(harmonics=32, decoder_activation="snake", harmonic_envelope=E)
+    codec = Codec(model, "harmonic")
+    wav = torch.randn(1, 1, 24000, generator=torch.Generator().manual_seed(0)) * 0.3
+    codes = codec.encode(wav, 24000)
+    with torch.no_grad():
+        plain = model.decoder(model.quantizer.decode(codes.transpose(0, 1)))  # (1, 1, N)
+    torch.testing.assert_close(codec.decode(codes), plain, atol=1e-6, rtol=0)  # a new envelope is silent too
+    # an envelope with one narrow peak at 1 kHz: a 200 Hz voice sounds its 5th harmonic, a 250 Hz one its 4th
+    grid = torch.linspace(0, float(hz_to_mel(12000.0)), E)
+    peak = (1 - (grid - hz_to_mel(1000.0)).abs() / (grid[1] - grid[0])).clamp(min=0) * 0.2
+    for f0 in (200.0, 250.0):
+        _voice_the_branch(model, f0, peak.tolist())
+        tone = (codec.decode(codes) - plain)[0, 0].numpy()
+        spec = np.abs(np.fft.rfft(tone)) ** 2
+        freqs = np.fft.rfftfreq(len(tone), 1 / 24000)
+        assert abs(freqs[spec.argmax()] - 1000.0) < 3.0
+        assert spec[np.abs(freqs - 1000.0) < 10].sum() > 0.9 * spec.sum()
+    # decoder_gate 1 on a voiced frame: the decoding is the branch alone; on an unvoiced one, the decoder alone
+    gated = tiny_encodec(harmonics=32, decoder_activation="snake", harmonic_envelope=E, decoder_gate=1.0)
+    gcodec = Codec(gated, "gated")
+    _voice_the_branch(gated, 250.0, peak.tolist())
+    with torch.no_grad():
+        q = gated.quantizer.decode(codes.transpose(0, 1))
+        h = gated.decoder.layers[1](gated.decoder.layers[0](q))
+        alone, _ = gated.harmonic(q, h)
+    torch.testing.assert_close(gcodec.decode(codes), alone, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        gated.harmonic.pitch.bias[1] = -30.0  # unvoiced
+    torch.testing.assert_close(gcodec.decode(codes), plain, atol=1e-6, rtol=0)
+    # the settings travel in config.json
+    gcodec.save(tmp_path / "g")
+    loaded = Codec.load(tmp_path / "g").model.harmonic
+    assert loaded.envelope == E and loaded.decoder_gate == 1.0
+
+
+@pytest.mark.parametrize("branch", [{}, {"harmonic_envelope": 12, "decoder_gate": 0.7}])
+def test_harmonic_branch_is_causal_and_streams_as_the_full_decode(branch):
+    from halm.audio.harmonic import decode_latent
     from halm.audio.streaming import StreamingDecoder
 
-    model = tiny_encodec(harmonics=8, decoder_activation="snake", seed=1)
+    model = tiny_encodec(harmonics=8, decoder_activation="snake", seed=1, **branch)
     with torch.no_grad():  # a pitch and envelope that vary with the codes
         g = torch.Generator().manual_seed(1)
         for p in model.harmonic.parameters():
@@ -234,7 +275,7 @@ def test_harmonic_branch_is_causal_and_streams_as_the_full_decode():
     codes = codec.encode(wav, 24000)[:, :2]  # (1, 2, 75)
     full = codec.decode(codes)[:, 0]
     with torch.no_grad():
-        branch_only = full - model.decoder(model.quantizer.decode(codes.transpose(0, 1)))[:, 0]
+        _, branch_only = decode_latent(model, model.quantizer.decode(codes.transpose(0, 1)), parts=True)
     assert branch_only.abs().max() > 0.01  # the branch sounds
     stream = StreamingDecoder(codec)
     parts = [stream.decode(codes[..., :10])] + [stream.decode(codes[..., t:t + 1]) for t in range(10, codes.shape[-1])]

@@ -330,7 +330,7 @@ def test_harmonic_branch_trains_resumes_identically_and_joins_a_run_with_a_pitch
     cfg = {**TINY, "threads": 1, "pitch_weight": 1.0, "decoder_activation": "snake"}
     with pytest.raises(ValueError, match="needs pitch_weight"):
         train_codec(CodecTrainConfig(**{**cfg, "pitch_weight": 0.0, "harmonics": 4, "steps": 1}), data, tmp_path / "x", progress=False)
-    with pytest.raises(ValueError, match="needs a harmonic branch"):
+    with pytest.raises(ValueError, match="need a harmonic branch"):
         train_codec(CodecTrainConfig(**{**cfg, "branch_weight": 1.0, "steps": 1}), data, tmp_path / "y", progress=False)
     harm = {**cfg, "harmonics": 4, "branch_weight": 1.0}
     train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "full", progress=False)
@@ -357,3 +357,31 @@ def test_harmonic_branch_trains_resumes_identically_and_joins_a_run_with_a_pitch
     with pytest.raises(ValueError, match="harmonics"):
         train_codec(CodecTrainConfig(**{**cfg, "harmonics": 8, "steps": 6}), data, tmp_path / "other", progress=False,
                     init_from=tmp_path / "full")
+
+
+def test_an_envelope_and_a_decoder_gate_join_a_branch_run(tmp_path):
+    synthesize("speech", tmp_path / "speech", 0.1, seed=0, progress=False)
+    data = [str(tmp_path / "speech")]
+    harm = {**TINY, "threads": 1, "pitch_weight": 1.0, "decoder_activation": "snake", "harmonics": 4, "branch_weight": 1.0}
+    for i, (bad, match) in enumerate((({"harmonics": 0, "branch_weight": 0.0, "decoder_gate": 0.5}, "need a harmonic branch"),
+                       ({"harmonic_envelope": 1}, "harmonic_envelope must be"), ({"decoder_gate": 1.5}, r"decoder_gate must be in \[0, 1\]"))):
+        with pytest.raises(ValueError, match=match):
+            train_codec(CodecTrainConfig(**{**harm, **bad, "steps": 1}), data, tmp_path / f"bad{i}", progress=False)
+    train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "branch", progress=False)
+    src = load_file(str(tmp_path / "branch" / "train_state" / "model.safetensors"))
+    # another kind of amplitudes: the branch's last layer starts from zero, everything else is the run's
+    env = {**harm, "harmonic_envelope": 6, "decoder_gate": 1.0}
+    train_codec(CodecTrainConfig(**{**env, "steps": 4}), data, tmp_path / "env", progress=False, init_from=tmp_path / "branch")
+    me = load_file(str(tmp_path / "env" / "train_state" / "model.safetensors"))
+    assert me["harmonic.amps.2.weight"].shape == (6, 256) and me["harmonic.amps.2.weight"].abs().max() == 0
+    assert all(torch.equal(src[k], me[k]) for k in src if not k.startswith("harmonic.amps.2."))
+    train_codec(CodecTrainConfig(**{**env, "steps": 7}), data, tmp_path / "env", progress=False)  # and it trains on
+    me = load_file(str(tmp_path / "env" / "train_state" / "model.safetensors"))
+    assert me["harmonic.amps.2.weight"].abs().max() > 0
+    codec = Codec.load(tmp_path / "env" / "codec")
+    assert codec.model.harmonic.envelope == 6 and codec.model.harmonic.decoder_gate == 1.0
+    # the same envelope: the run's own last layer goes on (a gate alone is no new architecture)
+    train_codec(CodecTrainConfig(**{**env, "decoder_gate": 0.5, "steps": 7}), data, tmp_path / "half", progress=False,
+                init_from=tmp_path / "env")
+    mh = load_file(str(tmp_path / "half" / "train_state" / "model.safetensors"))
+    assert all(torch.equal(me[k], mh[k]) for k in me)

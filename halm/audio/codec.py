@@ -8,7 +8,7 @@
 
 halm's own codecs may replace the decoder's ELUs by Snake activations (`decoder_activation: "snake"` in
 config.json, see `Snake`) and add a harmonic synthesizer driven by a pitch read off the codes
-(`harmonics: K` in config.json, see `HarmonicBranch`); everything else is transformers' EncodecModel
+(`harmonics: K` in config.json, see `halm.audio.harmonic`); everything else is transformers' EncodecModel
 as is, and official checkpoints load unchanged.
 
 Nothing is downloaded: a hub name (e.g. "facebook/encodec_24khz") is looked up only in the local
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from halm.audio.harmonic import LOG_F0_REF, HarmonicBranch, decode_latent  # noqa: F401 (LOG_F0_REF: for existing imports)
 
 SHIPPED = {"halm-small": "codec_halm_small"}
 DEFAULT_CODEC = "halm-small"
@@ -86,99 +88,6 @@ def snake_decoder(model):
     return model
 
 
-LOG_F0_REF = math.log(150.0)  # pitch heads predict log(F0 / 150 Hz)
-
-
-class HarmonicBranch(torch.nn.Module):
-    """A harmonic synthesizer beside the EnCodec decoder (ours; DDSP's harmonic oscillator bank, Engel et
-    al. 2020, driven by a pitch read off the codes as in neural source-filter vocoders, Wang et al. 2019).
-
-    Every halm codec trained with EnCodec's recipe alone decoded every voice at the 75 Hz frame rate, one
-    pulse shape stamped per frame, although its codes carried the pitch (docs/results.md). This branch
-    renders the pitch by construction: `pitch`, a linear head on the quantized latent q (the trainer's
-    pitch head, trained on YIN F0 + voicing), gives F0 and a voicing gate per frame; `amps`, an MLP on the
-    decoder's LSTM output h, gives the amplitude of each of K harmonics per frame (the spectral envelope).
-    Both are interpolated causally across a frame (from the previous frame's value to this one's), the
-    phase is integrated sample by sample, harmonics above 0.95 x Nyquist are silent, and the result is
-    added to the decoder's output. The last layer of `amps` starts at zero, so adding the branch to a
-    trained codec leaves its output unchanged. Deterministic and causal: a streaming decode carries the
-    phase and the previous frame's controls (`state`).
-
-    Legend: B batch, D latent channels, C LSTM channels, T frames, H hop, K harmonics, N = T * H samples.
-    """
-
-    def __init__(self, latent_dim: int, feature_dim: int, n_harmonics: int, hop: int, sample_rate: int, width: int = 256):
-        super().__init__()
-        self.hop, self.sample_rate = hop, sample_rate
-        self.pitch = torch.nn.Linear(latent_dim, 2)  # log(F0 / 150 Hz), voicing logit
-        self.amps = torch.nn.Sequential(torch.nn.Linear(feature_dim, width), torch.nn.GELU(), torch.nn.Linear(width, n_harmonics))
-        torch.nn.init.zeros_(self.amps[-1].weight)
-        torch.nn.init.zeros_(self.amps[-1].bias)
-        self.register_buffer("harmonic", torch.arange(1, n_harmonics + 1, dtype=torch.float32)[:, None], persistent=False)  # (K, 1)
-
-    def controls(self, q: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, D, T), h (B, C, T) -> F0 in Hz (B, T), voicing in [0, 1] (B, T), amplitudes (B, K, T)."""
-        p = self.pitch(q.transpose(1, 2)).detach()  # (B, T, 2); the synthesis trains no pitch (the pitch loss does)
-        f0 = torch.exp(p[..., 0].clamp(math.log(40 / 150), math.log(1000 / 150)) + LOG_F0_REF)
-        return f0, torch.sigmoid(p[..., 1]), self.amps(h.transpose(1, 2)).transpose(1, 2)
-
-    def _ramp(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """cur (..., T), prev (..., 1) the value before the first frame -> (..., T, H): from the previous
-        frame's value to this one's, linearly, reaching it at the frame's last sample."""
-        before = torch.cat([prev, cur[..., :-1]], dim=-1)
-        w = torch.arange(1, self.hop + 1, device=cur.device, dtype=cur.dtype) / self.hop  # (H,)
-        return before[..., None] + (cur - before)[..., None] * w
-
-    def forward(self, q: torch.Tensor, h: torch.Tensor, state: dict | None = None) -> torch.Tensor:
-        """-> (B, 1, N) audio. state: {} on a stream's first call, then the dict as this call left it."""
-        f0, voiced, amps = self.controls(q, h)
-        B, T = f0.shape
-        first = state is None or "phase" not in state
-        prev_f0 = f0[:, :1] if first else state["f0"]
-        prev_v = voiced[:, :1] if first else state["voiced"]
-        prev_a = amps[..., :1] if first else state["amps"]
-        rate = self._ramp(f0, prev_f0) / self.sample_rate  # (B, T, H) cycles per sample
-        within = torch.cumsum(rate, dim=-1)  # (B, T, H) cycles since the frame's start
-        start = torch.zeros(B, 1, dtype=torch.float64, device=f0.device) if first else state["phase"]
-        totals = torch.cat([start, within[..., -1].double()], dim=1).cumsum(dim=1)  # (B, T + 1) cycles, exact enough
-        phase = (totals[:, :-1].remainder(1.0).to(rate.dtype)[..., None] + within).reshape(B, 1, T * self.hop)  # (B, 1, N)
-        k = self.harmonic
-        audible = (k * rate.reshape(B, 1, -1) < 0.475).to(rate.dtype)  # (B, K, N): below 0.95 x Nyquist
-        a = self._ramp(amps, prev_a).reshape(B, -1, T * self.hop)  # (B, K, N)
-        gate = self._ramp(voiced, prev_v).reshape(B, 1, T * self.hop)  # (B, 1, N)
-        out = gate * (a * audible * torch.sin(2 * math.pi * k * phase)).sum(dim=1, keepdim=True)  # (B, 1, N)
-        if state is not None:
-            state.update(phase=totals[:, -1:].remainder(1.0), f0=f0[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:])
-        return out
-
-
-def _lstm_end(model) -> int:
-    """Index of the first decoder layer after the LSTM (after the first conv when there is none)."""
-    from transformers.models.encodec.modeling_encodec import EncodecLSTM
-
-    layers = list(model.decoder.layers)
-    return 2 if len(layers) > 1 and isinstance(layers[1], EncodecLSTM) else 1
-
-
-def decode_latent(model, q: torch.Tensor, parts: bool = False):
-    """Quantized latent q (B, D, T) -> audio (B, C, T * hop): the decoder, plus the harmonic branch if any.
-    parts=True: (the decoder's output, the branch's output or None) instead of their sum."""
-    branch = getattr(model, "harmonic", None)
-    if branch is None:
-        y = model.decoder(q)
-        return (y, None) if parts else y
-    layers = model.decoder.layers
-    split = _lstm_end(model)
-    h = q
-    for layer in layers[:split]:
-        h = layer(h)  # (B, C, T)
-    x = h
-    for layer in layers[split:]:
-        x = layer(x)
-    harm = branch(q, h)
-    return (x, harm) if parts else x + harm
-
-
 def build_encodec(config):
     """transformers' EncodecModel for `config`, with Snake decoder activations and a harmonic branch
     (`HarmonicBranch`, as `model.harmonic`) where config says so (`decoder_activation`, `harmonics`)."""
@@ -196,7 +105,9 @@ def build_encodec(config):
             raise CodecError("the harmonic branch is for mono codecs")
         feature_dim = model.decoder.layers[0].conv.out_channels
         model.harmonic = HarmonicBranch(config.hidden_size, feature_dim, n_harmonics,
-                                        int(np.prod(config.upsampling_ratios)), int(config.sampling_rate))
+                                        int(np.prod(config.upsampling_ratios)), int(config.sampling_rate),
+                                        envelope=int(getattr(config, "harmonic_envelope", 0) or 0),
+                                        decoder_gate=float(getattr(config, "decoder_gate", 0.0) or 0.0))
     return model
 
 

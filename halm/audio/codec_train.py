@@ -21,10 +21,14 @@ trained with the losses above carry almost no pitch (docs/results.md), so no dec
 `decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.audio.codec.Snake`): an ELU
 decoder of this size renders even a single clip it is fitted to at the 75 Hz frame rate, a Snake one
 can leave it (benchmarks/codec_pitch_overfit.py, docs/results.md). `harmonics=K` adds a harmonic branch
-(`halm.audio.codec.HarmonicBranch`) whose pitch head is the trainer's (so it needs `pitch_weight > 0`);
+(`halm.audio.harmonic.HarmonicBranch`) whose pitch head is the trainer's (so it needs `pitch_weight > 0`);
 it has its own optimizer and may join a run with a plain pitch head through --init-from, starting silent
 from that head. `branch_weight > 0` adds a mel loss on the branch's output alone: without it the branch
 stayed at a few percent of the output next to the decoder's frame-rate pulse (docs/results.md).
+`harmonic_envelope=E` makes the branch read its harmonics' amplitudes off a spectral envelope of E
+points (formants stay put when the pitch moves), and `decoder_gate=g` scales the decoder's output by
+1 - g * voicing so that voiced frames are the branch's; an --init-from may change either (a changed
+envelope restarts the branch's last layer from zero and its optimizer afresh).
 
 Resumable: rerunning the same command continues from RUN/train_state (model with codebook statistics,
 optimizer, step, RNG), written atomically every `ckpt_every` steps; RUN/codec holds the latest
@@ -56,7 +60,7 @@ RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how 
 # fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
 LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
           "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu",
-          "harmonics": 0, "branch_weight": 0.0}
+          "harmonics": 0, "branch_weight": 0.0, "harmonic_envelope": 0, "decoder_gate": 0.0}
 # what a checkpoint must share with a run that starts from it (--init-from)
 ARCHITECTURE = ("sample_rate", "ratios", "num_filters", "hidden_size", "num_lstm_layers", "n_codebooks", "codebook_size",
                 "ae_warmup_steps", "decoder_activation")
@@ -92,7 +96,9 @@ class CodecTrainConfig:
     disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
-    harmonics: int = 0  # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.audio.codec.HarmonicBranch; ours)
+    harmonics: int = 0  # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.audio.harmonic.HarmonicBranch; ours)
+    harmonic_envelope: int = 0  # > 0: the branch's amplitudes come from a spectral envelope of this many mel-spaced points (0: one per harmonic)
+    decoder_gate: float = 0.0  # in [0, 1]: the decoder's output is scaled by 1 - decoder_gate * voicing (voiced frames are the branch's)
     branch_weight: float = 0.0  # > 0: the branch's output alone must match the input too (mel loss), so it learns the voiced envelope
     stft_weight: float = 0.0  # > 0: linear-frequency STFT loss (spectral convergence + log magnitude), resolves harmonics
     ema_every_codebook: bool = True  # EMA-update (and re-seed) all K codebooks each step, not only the n_q of its dropout draw
@@ -120,6 +126,7 @@ class CodecTrainConfig:
             upsampling_ratios=list(self.ratios), norm_type="weight_norm", use_causal_conv=True,
             num_lstm_layers=self.num_lstm_layers, codebook_size=self.codebook_size, codebook_dim=self.hidden_size,
             use_conv_shortcut=True, decoder_activation=self.decoder_activation, harmonics=self.harmonics,
+            harmonic_envelope=self.harmonic_envelope, decoder_gate=self.decoder_gate,
         )
 
 
@@ -425,8 +432,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
     pitch_head = pitch_opt = None
     branch = getattr(model, "harmonic", None)  # its own optimizer: it may be added to a run that had none
-    if branch is None and cfg.branch_weight > 0:
-        raise ValueError("branch_weight > 0 needs a harmonic branch (harmonics > 0)")
+    if branch is None and (cfg.branch_weight > 0 or cfg.harmonic_envelope or cfg.decoder_gate):
+        raise ValueError("branch_weight, harmonic_envelope and decoder_gate need a harmonic branch (harmonics > 0)")
+    if cfg.harmonic_envelope == 1 or cfg.harmonic_envelope < 0:
+        raise ValueError(f"harmonic_envelope must be 0 (one amplitude per harmonic) or >= 2 points, not {cfg.harmonic_envelope}")
     if branch is not None:
         if cfg.pitch_weight <= 0:
             raise ValueError("harmonics > 0 needs pitch_weight > 0: the harmonic branch is driven by the pitch head")
@@ -442,6 +451,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     seg = int(cfg.segment_seconds * cfg.sample_rate)
     data = AudioCrops(sources, cfg.sample_rate, seg, progress)
     resume_dir = own = complete_checkpoint_dir(state_dir, STATE_FILES)
+    new_envelope = False  # an --init-from whose branch read its amplitudes otherwise
     if own is None and init_from is not None:
         resume_dir = complete_checkpoint_dir(Path(init_from) / "train_state", STATE_FILES)
         if resume_dir is None:
@@ -452,8 +462,12 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             differ["harmonics"] = (src["harmonics"], mine["harmonics"])
         if differ:
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
+        new_envelope = src["harmonics"] and src["harmonic_envelope"] != mine["harmonic_envelope"]
     if resume_dir is not None:
-        missing, unexpected = model.load_state_dict(load_file(str(resume_dir / "model.safetensors")), strict=False)
+        state = load_file(str(resume_dir / "model.safetensors"))
+        if own is None and new_envelope:  # amplitudes of another kind: the branch's last layer starts at zero again
+            state = {k: v for k, v in state.items() if not k.startswith("harmonic.amps.2.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("harmonic.") for k in missing):
             raise ValueError(f"{resume_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         st = torch.load(resume_dir / "trainer.pt", map_location="cpu", weights_only=True)  # optimizers move it to their params
@@ -467,7 +481,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             disc_opt.load_state_dict(st["disc_optimizer"])
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
-        if branch is not None and "harmonic_optimizer" in st:
+        if branch is not None and "harmonic_optimizer" in st and not (own is None and new_envelope):
             pitch_opt.load_state_dict(st["harmonic_optimizer"])
         elif pitch_head is not None and "pitch_head" in st:  # a run with a pitch head: the branch starts from its head
             pitch_head.load_state_dict(st["pitch_head"])

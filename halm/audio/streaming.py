@@ -153,12 +153,12 @@ class StreamingDecoder:
     def __init__(self, codec):
         if not can_stream(codec):
             raise ValueError(f"{codec.name}: streaming needs a causal EnCodec with weight norm and trim_right_ratio 1")
-        from halm.audio.codec import _lstm_end
+        from halm.audio.harmonic import lstm_end
 
         self.codec = codec
         self.ops = [_wrap(layer) for layer in codec.model.decoder.layers]
         self.branch = getattr(codec.model, "harmonic", None)  # halm's harmonic branch reads the LSTM's output
-        self.split = _lstm_end(codec.model) if self.branch is not None else 0
+        self.split = lstm_end(codec.model) if self.branch is not None else 0
         self.branch_state: dict = {}
         self.frames = 0
 
@@ -171,6 +171,7 @@ class StreamingDecoder:
                 h = x  # (B, C, n)
             x = op(x)
         if self.branch is not None:
-            x = x + self.branch(q, h, self.branch_state)  # phase and the last frame's controls carried over
+            x, harm = self.branch.mix(x, q, h, self.branch_state)  # phase and the last frame's controls carried over
+            x = x + harm
         self.frames += codes.shape[-1]
         return x[:, 0]  # (B, n*H), mono
