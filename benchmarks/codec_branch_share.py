@@ -1,11 +1,13 @@
 """Analysis (not a test): what a codec's harmonic branch (`halm.audio.harmonic.HarmonicBranch`) contributes.
 
-    python benchmarks/codec_branch_share.py --codec RUN/codec [--data /work/data/heldout_speech] [--max-items 4] [--json]
+    python benchmarks/codec_branch_share.py --codec RUN/codec [--data /work/data/heldout_speech] [--max-items 4] [--json] [--plot P.png]
 
 For each held-out clip: the branch's share of the decoding's rms (decoding minus the decoder's own
 output), the YIN median F0 of the original, of the branch alone and of the whole decoding, and how well
 the branch's pitch head reads the original's pitch (share of the original's voiced 10 ms frames whose
-predicted F0 is > 20% off, and the mean voicing gate on voiced and unvoiced frames).
+predicted F0 is > 20% off, and the mean voicing gate on voiced and unvoiced frames). --plot draws the
+log-mel spectrograms of the first clip: the original, the decoding, the branch alone and the decoder's
+share alone, on one colour scale.
 """
 
 from __future__ import annotations
@@ -22,6 +24,39 @@ from halm.audio.harmonic import decode_latent, lstm_end
 from halm.audio.io import load_audio
 from halm.data.sources import open_source
 from halm.metrics.pitch import yin_f0
+
+
+def decode_parts(codec: Codec, wav: np.ndarray):
+    """-> (the decoder's share, the branch's output), each (N,), for one mono clip."""
+    codes = codec.encode(torch.from_numpy(wav)[None, None], codec.sample_rate)
+    with torch.inference_mode():
+        dec, harm = decode_latent(codec.model, codec.model.quantizer.decode(codes.transpose(0, 1)), parts=True)
+    return dec[0, 0, : len(wav)].numpy(), harm[0, 0, : len(wav)].numpy()
+
+
+def plot_parts(codec: Codec, wav: np.ndarray, title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from halm.audio.codec_eval import log_mel
+
+    dec, harm = decode_parts(codec, wav)
+    panels = {"original": wav, "decoding": dec + harm, "branch alone": harm, "decoder's share alone": dec}
+    mels = {k: log_mel(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)), codec.sample_rate, floor=-7.0).numpy()
+            for k, v in panels.items()}
+    top = max(float(m.max()) for m in mels.values())
+    fig, axes = plt.subplots(len(mels), 1, figsize=(10, 2.2 * len(mels)), sharex=True)
+    for ax, (name, m) in zip(axes, mels.items()):
+        ax.imshow(m, origin="lower", aspect="auto", vmin=top - 8.0, vmax=top, cmap="magma",
+                  extent=(0, len(wav) / codec.sample_rate, 0, m.shape[0]))
+        ax.set_ylabel("mel bin")
+        ax.set_title(f"{title}: {name}", fontsize=9)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def clip_scores(codec: Codec, wav: np.ndarray) -> dict:
@@ -51,6 +86,7 @@ def main() -> None:
     p.add_argument("--data", default="/work/data/heldout_speech", help="held-out source (default: the synth speech set)")
     p.add_argument("--max-items", type=int, default=4, help="clips to score, the source's first ones (default 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of one line per clip")
+    p.add_argument("--plot", help="write a PNG of the first clip's log-mel: original, decoding, branch alone, decoder alone")
     a = p.parse_args()
     codec = Codec.load(a.codec)
     if getattr(codec.model, "harmonic", None) is None:
@@ -59,6 +95,8 @@ def main() -> None:
     for item in list(open_source(a.data))[: a.max_items]:
         wav, _ = load_audio(item.path, sample_rate=codec.sample_rate, warn_silent=False)
         rows.append({"id": item.id, **clip_scores(codec, wav[0])})
+        if a.plot and len(rows) == 1:
+            plot_parts(codec, wav[0], item.id, a.plot)
         if not a.json:
             r, f = rows[-1], rows[-1]["f0_median_hz"]
             print(f"{r['id']}: branch {r['branch_rms_share']:.3f} of the rms; median F0 original {f['original']}, "

@@ -231,10 +231,10 @@ def test_envelope_keeps_a_formant_where_it_is_whatever_the_pitch_and_the_gate_ha
     codes = codec.encode(wav, 24000)
     with torch.no_grad():
         plain = model.decoder(model.quantizer.decode(codes.transpose(0, 1)))  # (1, 1, N)
-    torch.testing.assert_close(codec.decode(codes), plain, atol=1e-6, rtol=0)  # a new envelope is silent too
+    assert (codec.decode(codes) - plain).abs().max() < 2e-3  # a new envelope starts at -80 dB per harmonic
     # an envelope with one narrow peak at 1 kHz: a 200 Hz voice sounds its 5th harmonic, a 250 Hz one its 4th
     grid = torch.linspace(0, float(hz_to_mel(12000.0)), E)
-    peak = (1 - (grid - hz_to_mel(1000.0)).abs() / (grid[1] - grid[0])).clamp(min=0) * 0.2
+    peak = (1 - (grid - hz_to_mel(1000.0)).abs() / (grid[1] - grid[0])).clamp(min=0) * 14 - 10  # before exp_sigmoid
     for f0 in (200.0, 250.0):
         _voice_the_branch(model, f0, peak.tolist())
         tone = (codec.decode(codes) - plain)[0, 0].numpy()

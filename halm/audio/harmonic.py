@@ -26,17 +26,20 @@ class HarmonicBranch(torch.nn.Module):
 
     `pitch`, a linear head on the quantized latent q (the trainer's pitch head, trained on YIN F0 +
     voicing), gives F0 and a voicing gate per frame; `amps`, an MLP on the decoder's LSTM output h, gives
-    the amplitudes: either one per harmonic (`envelope=0`), or a spectral envelope of `envelope` points on
-    a mel-spaced grid from 0 Hz to Nyquist, read at each harmonic's frequency k * F0 (linear
-    interpolation). The envelope is the source-filter factorisation: a formant stays at its frequency
+    the amplitudes: either one per harmonic (`envelope=0`, linear), or a spectral envelope of `envelope`
+    points on a mel-spaced grid from 0 Hz to Nyquist, read at each harmonic's frequency k * F0 (linear
+    interpolation) and turned into an amplitude by DDSP's exp_sigmoid, 2 * sigmoid(x) ** ln(10) + 1e-7:
+    a log-like scale, so a formant 40 dB above its valley is a difference of a few units, not a
+    hundredfold one. The envelope is the source-filter factorisation: a formant stays at its frequency
     whatever the pitch, where per-harmonic amplitudes must move it from harmonic to harmonic as F0 moves.
     Controls are interpolated causally across a frame (from the previous frame's value to this one's),
     the phase is integrated sample by sample, harmonics above 0.95 x Nyquist are silent.
 
     `decoder_gate` g in [0, 1]: the decoder's output is scaled by 1 - g * voicing, so that on voiced
     frames the voice is the branch's and the decoder keeps the unvoiced rest (g = 0: the decoder is
-    untouched, the branch only adds). The last layer of `amps` starts at zero, so adding a branch with
-    g = 0 to a trained codec leaves its output unchanged. Deterministic and causal: a streaming decode
+    untouched, the branch only adds). The last layer of `amps` starts at zero weights (per-harmonic: zero
+    bias, silent; envelope: every harmonic at 1e-4, -80 dB), so adding a branch with g = 0 to a trained
+    codec leaves its output (nearly) unchanged. Deterministic and causal: a streaming decode
     carries the phase and the previous frame's controls (`state`).
 
     Legend: B batch, D latent channels, C LSTM channels, T frames, H hop, K harmonics, E envelope points,
@@ -53,7 +56,7 @@ class HarmonicBranch(torch.nn.Module):
         self.amps = torch.nn.Sequential(torch.nn.Linear(feature_dim, width), torch.nn.GELU(),
                                         torch.nn.Linear(width, envelope or n_harmonics))
         torch.nn.init.zeros_(self.amps[-1].weight)
-        torch.nn.init.zeros_(self.amps[-1].bias)
+        torch.nn.init.constant_(self.amps[-1].bias, -4.28 if envelope else 0.0)  # exp_sigmoid(-4.28) ~ 1e-4
         self.register_buffer("harmonic", torch.arange(1, n_harmonics + 1, dtype=torch.float32)[:, None], persistent=False)  # (K, 1)
 
     def controls(self, q: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,13 +69,14 @@ class HarmonicBranch(torch.nn.Module):
         return f0, torch.sigmoid(p[..., 1]), a
 
     def read_envelope(self, env: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
-        """env (B, E, T) on the mel grid, f0 (B, T) -> the envelope at every harmonic k * f0: (B, K, T)."""
+        """env (B, E, T) on the mel grid, f0 (B, T) -> the amplitude of every harmonic k * f0: (B, K, T)."""
         E = env.shape[1]
         pos = hz_to_mel(self.harmonic * f0[:, None, :]) / hz_to_mel(self.sample_rate / 2) * (E - 1)  # (B, K, T)
         pos = pos.clamp(0, E - 1)
         lo = pos.floor().long().clamp(max=E - 2)
         w = pos - lo
-        return torch.gather(env, 1, lo) * (1 - w) + torch.gather(env, 1, lo + 1) * w
+        x = torch.gather(env, 1, lo) * (1 - w) + torch.gather(env, 1, lo + 1) * w
+        return 2.0 * torch.sigmoid(x).pow(math.log(10.0)) + 1e-7  # exp_sigmoid (DDSP)
 
     def _ramp(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """cur (..., T), prev (..., 1) the value before the first frame -> (..., T, H): from the previous
