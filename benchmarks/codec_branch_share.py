@@ -26,15 +26,8 @@ from halm.data.sources import open_source
 from halm.metrics.pitch import yin_f0
 
 
-def decode_parts(codec: Codec, wav: np.ndarray):
-    """-> (the decoder's share, the branch's output), each (N,), for one mono clip."""
-    codes = codec.encode(torch.from_numpy(wav)[None, None], codec.sample_rate)
-    with torch.inference_mode():
-        dec, harm = decode_latent(codec.model, codec.model.quantizer.decode(codes.transpose(0, 1)), parts=True)
-    return dec[0, 0, : len(wav)].numpy(), harm[0, 0, : len(wav)].numpy()
-
-
-def plot_parts(codec: Codec, wav: np.ndarray, title: str, path: str) -> None:
+def plot_parts(wav: np.ndarray, dec: np.ndarray, harm: np.ndarray, sample_rate: int, title: str, path: str) -> None:
+    """Log-mel of the original, the decoding, the branch alone and the decoder's share alone, one colour scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,15 +35,14 @@ def plot_parts(codec: Codec, wav: np.ndarray, title: str, path: str) -> None:
 
     from halm.audio.codec_eval import log_mel
 
-    dec, harm = decode_parts(codec, wav)
     panels = {"original": wav, "decoding": dec + harm, "branch alone": harm, "decoder's share alone": dec}
-    mels = {k: log_mel(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)), codec.sample_rate, floor=-7.0).numpy()
+    mels = {k: log_mel(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)), sample_rate, floor=-7.0).numpy()
             for k, v in panels.items()}
     top = max(float(m.max()) for m in mels.values())
     fig, axes = plt.subplots(len(mels), 1, figsize=(10, 2.2 * len(mels)), sharex=True)
     for ax, (name, m) in zip(axes, mels.items()):
         ax.imshow(m, origin="lower", aspect="auto", vmin=top - 8.0, vmax=top, cmap="magma",
-                  extent=(0, len(wav) / codec.sample_rate, 0, m.shape[0]))
+                  extent=(0, len(wav) / sample_rate, 0, m.shape[0]))
         ax.set_ylabel("mel bin")
         ax.set_title(f"{title}: {name}", fontsize=9)
     axes[-1].set_xlabel("seconds")
@@ -59,7 +51,8 @@ def plot_parts(codec: Codec, wav: np.ndarray, title: str, path: str) -> None:
     plt.close(fig)
 
 
-def clip_scores(codec: Codec, wav: np.ndarray) -> dict:
+def clip_scores(codec: Codec, wav: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """-> the clip's scores, the decoder's share and the branch's output (each (T * hop,), for --plot)."""
     m, sr = codec.model, codec.sample_rate
     codes = codec.encode(torch.from_numpy(wav)[None, None], sr)
     with torch.inference_mode():
@@ -69,15 +62,17 @@ def clip_scores(codec: Codec, wav: np.ndarray) -> dict:
         for layer in m.decoder.layers[: lstm_end(m)]:
             h = layer(h)  # (1, C, T): the LSTM output the branch reads
         f0_pred, gate, _ = m.harmonic.controls(q, h)
-    full, harm = (dec + harm)[0, 0].numpy(), harm[0, 0].numpy()
+    dec, harm = dec[0, 0].numpy(), harm[0, 0].numpy()
+    full = dec + harm
     f0 = yin_f0(wav, sr)  # frame i centred at 0.02 + 0.01 i s
     frame = np.clip(((np.arange(len(f0)) * 0.01 + 0.02) * codec.frame_rate).astype(int), 0, q.shape[-1] - 1)
     voiced, pred, g = f0 > 0, f0_pred[0].numpy()[frame], gate[0].numpy()[frame]
-    return {"branch_rms_share": round(float(harm.std() / full.std()), 3),
-            "f0_median_hz": {"original": _median_f0(f0), "branch": _median_f0(yin_f0(harm, sr)), "decoding": _median_f0(yin_f0(full, sr))},
-            "head_gross_pitch_error": round(float(np.mean(np.abs(np.log(pred[voiced] / f0[voiced])) > np.log(1.2))), 3) if voiced.any() else None,
-            "gate_mean": {"voiced": round(float(g[voiced].mean()), 3) if voiced.any() else None,
-                          "unvoiced": round(float(g[~voiced].mean()), 3) if (~voiced).any() else None}}
+    scores = {"branch_rms_share": round(float(harm.std() / full.std()), 3),
+              "f0_median_hz": {"original": _median_f0(f0), "branch": _median_f0(yin_f0(harm, sr)), "decoding": _median_f0(yin_f0(full, sr))},
+              "head_gross_pitch_error": round(float(np.mean(np.abs(np.log(pred[voiced] / f0[voiced])) > np.log(1.2))), 3) if voiced.any() else None,
+              "gate_mean": {"voiced": round(float(g[voiced].mean()), 3) if voiced.any() else None,
+                            "unvoiced": round(float(g[~voiced].mean()), 3) if (~voiced).any() else None}}
+    return scores, dec, harm
 
 
 def main() -> None:
@@ -94,9 +89,11 @@ def main() -> None:
     rows = []
     for item in list(open_source(a.data))[: a.max_items]:
         wav, _ = load_audio(item.path, sample_rate=codec.sample_rate, warn_silent=False)
-        rows.append({"id": item.id, **clip_scores(codec, wav[0])})
+        scores, dec, harm = clip_scores(codec, wav[0])
+        rows.append({"id": item.id, **scores})
         if a.plot and len(rows) == 1:
-            plot_parts(codec, wav[0], item.id, a.plot)
+            n = wav.shape[-1]
+            plot_parts(wav[0], dec[:n], harm[:n], codec.sample_rate, item.id, a.plot)
         if not a.json:
             r, f = rows[-1], rows[-1]["f0_median_hz"]
             print(f"{r['id']}: branch {r['branch_rms_share']:.3f} of the rms; median F0 original {f['original']}, "
