@@ -34,12 +34,8 @@ import torch
 
 from halm.audio.codec import Codec, Snake, build_encodec, snake_decoder
 from halm.audio.codec_eval import _median_f0, frame_locked_share, lag_autocorr
-from halm.audio.codec_train import (
-    CodecTrainConfig,
-    MultiResolutionSTFTLoss,
-    MultiScaleMelLoss,
-    data_dependent_init,
-)
+from halm.audio.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
+from halm.audio.codec_train import CodecTrainConfig, data_dependent_init
 from halm.audio.io import load_audio
 from halm.metrics.pitch import yin_f0
 

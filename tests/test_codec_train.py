@@ -5,14 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 from halm.audio.codec import Codec
-from halm.audio.codec_train import (
-    CodecTrainConfig,
-    RVQTrainer,
-    pitch_loss,
-    pitch_targets,
-    resolve_device,
-    train_codec,
-)
+from halm.audio.codec_losses import pitch_loss, pitch_targets
+from halm.audio.codec_train import CodecTrainConfig, resolve_device, train_codec
+from halm.audio.rvq import RVQTrainer
 from halm.data.synth import synthesize
 
 TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
@@ -185,7 +180,7 @@ def _tone_then_silence(sr: int = 24000) -> torch.Tensor:
 
 
 def test_mel_loss_ignores_what_is_80_db_below_the_clip_peak():
-    from halm.audio.codec_train import MultiScaleMelLoss
+    from halm.audio.codec_losses import MultiScaleMelLoss
 
     x = _tone_then_silence()[None]
     hiss = x + 1e-6 * torch.randn_like(x)  # -110 dB: inaudible next to the tone
@@ -291,7 +286,7 @@ def test_pitch_loss_falls_when_the_head_fits():
 
 
 def test_stft_loss_is_zero_on_a_match_ignores_deep_silence_and_has_finite_gradients():
-    from halm.audio.codec_train import MultiResolutionSTFTLoss, MultiScaleMelLoss, stft_magnitudes
+    from halm.audio.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, stft_magnitudes
 
     loss = MultiResolutionSTFTLoss()
     x = _tone_then_silence()[None]

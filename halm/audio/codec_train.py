@@ -37,7 +37,6 @@ inference export, loadable with `Codec.load(RUN/codec)`.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -47,12 +46,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from halm.audio.codec import LOG_F0_REF, Codec, build_encodec, decode_latent, fast_padding
+from halm.audio.codec import Codec, build_encodec, decode_latent, fast_padding
+from halm.audio.codec_losses import (
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    pitch_loss,
+    pitch_targets,
+    stft_magnitudes,
+)
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from halm.audio.mel import mel_filterbank
+from halm.audio.rvq import RVQTrainer
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
@@ -130,109 +135,6 @@ class CodecTrainConfig:
         )
 
 
-def pitch_targets(x: torch.Tensor, sample_rate: int, hop: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, N) audio -> log F0 (B, T) and voiced (B, T) at the codec's frames: YIN every 10 ms
-    (`yin_f0`, 40 ms frames), the YIN frame whose centre is nearest each codec frame's centre."""
-    from halm.metrics.pitch import yin_f0
-
-    B = x.shape[0]
-    log_f0, voiced = torch.zeros(B, n_frames), torch.zeros(B, n_frames, dtype=torch.bool)
-    centres = (np.arange(n_frames) + 0.5) * hop / sample_rate  # seconds
-    for b in range(B):
-        f0 = yin_f0(x[b, 0].detach().cpu().numpy(), sample_rate)  # (F,), frame i centred at 0.02 + 0.01 i s
-        if not len(f0):
-            continue
-        f = f0[np.clip(np.round((centres - 0.02) / 0.01).astype(int), 0, len(f0) - 1)]  # (T,)
-        v = torch.from_numpy(f > 0)
-        voiced[b] = v
-        log_f0[b, v] = torch.from_numpy(np.log(f[f > 0]).astype(np.float32))
-    return log_f0, voiced
-
-
-def pitch_loss(head: torch.nn.Linear, q: torch.Tensor, log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
-    """Latent q (B, D, T) -> L1 of the head's log F0 on voiced frames + BCE of its voicing logit on all frames."""
-    out = head(q.transpose(1, 2))  # (B, T, 2): log(F0 / 150 Hz), voicing logit
-    l_voice = F.binary_cross_entropy_with_logits(out[..., 1], voiced.float())
-    if not voiced.any():
-        return l_voice
-    return (out[..., 0] - (log_f0 - LOG_F0_REF))[voiced].abs().mean() + l_voice
-
-
-@functools.cache
-def _hann(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.hann_window(n, device=device, dtype=dtype)
-
-
-def stft_magnitudes(x: torch.Tensor, n_ffts) -> dict[int, torch.Tensor]:
-    """x (B, N) -> {n: |STFT| (B, n/2 + 1, frames)}: Hann window of n, hop n/4, the spectra the codec losses
-    read. The trainer computes them once per step for the losses that share FFT sizes."""
-    return {n: torch.stft(x, n, hop_length=n // 4, window=_hann(n, x.device, x.dtype), return_complex=True).abs()
-            for n in n_ffts}
-
-
-def _floored_log_l1(sy: torch.Tensor, sx: torch.Tensor, floor: float) -> torch.Tensor:
-    """L1 of log magnitudes (B, F, frames), both floored `floor` x the loudest bin of each target clip."""
-    f = (sx.detach().amax(dim=(1, 2), keepdim=True) * floor).clamp_min(1e-8)  # (B, 1, 1)
-    return (torch.log(torch.maximum(sy, f)) - torch.log(torch.maximum(sx, f))).abs().mean()
-
-
-class MultiScaleMelLoss(torch.nn.Module):
-    """Sum over FFT sizes of L1(mel) + L1(log mel) between reconstruction and target (summed, as EnCodec).
-
-    The log is floored `floor_db` below each target clip's loudest mel bin (librosa's `top_db`), the
-    same floor for both signals: 40% of the n_fft-128 mel bins of our corpora are below 1e-4 (digital
-    silence of synthetic audio), and with a fixed 1e-5 floor the loss paid for reproducing the exact
-    depth of silence as much as for content. `floor_db=None` keeps the fixed 1e-5 floor.
-    `spectra`: (|STFT| of y, of x) from `stft_magnitudes`, holding at least these FFT sizes."""
-
-    def __init__(self, sample_rate: int, n_ffts=(128, 256, 512, 1024, 2048), floor_db: float | None = 80.0):
-        super().__init__()
-        self.n_ffts = list(n_ffts)
-        self.floor = None if floor_db is None else 10 ** (-floor_db / 20)  # mel magnitudes: 20 dB per decade
-        for n in self.n_ffts:
-            fb = mel_filterbank(sample_rate, n, min(64, n // 4))
-            self.register_buffer(f"fb_{n}", torch.from_numpy(fb), persistent=False)
-
-    def mel(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        return getattr(self, f"fb_{n}") @ stft_magnitudes(x, [n])[n]  # (B, M, frames)
-
-    def forward(self, y: torch.Tensor, x: torch.Tensor, spectra=None) -> torch.Tensor:
-        sy, sx = spectra or (stft_magnitudes(y, self.n_ffts), stft_magnitudes(x, self.n_ffts))
-        loss = y.new_zeros(())
-        for n in self.n_ffts:
-            my, mx = getattr(self, f"fb_{n}") @ sy[n], getattr(self, f"fb_{n}") @ sx[n]  # (B, M, frames)
-            if self.floor is None:
-                log_l1 = (torch.log(my + 1e-5) - torch.log(mx + 1e-5)).abs().mean()
-            else:
-                log_l1 = _floored_log_l1(my, mx, self.floor)
-            loss = loss + (my - mx).abs().mean() + log_l1
-        return loss
-
-
-class MultiResolutionSTFTLoss(torch.nn.Module):
-    """Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et al. 2020) on linear frequency bins: per FFT
-    size, spectral convergence ||X| - |Y||_F / ||X||_F plus L1 of the log magnitudes (floored `floor_db`
-    below each target clip's peak, as MultiScaleMelLoss), averaged over sizes. `spectra` as MultiScaleMelLoss.
-
-    Next to the mel loss it adds resolution where pitch lives: at 24 kHz the lowest of 64 mel bands is
-    ~37 Hz wide and they widen from there, while the 2048-point STFT's 11.7 Hz bins resolve each harmonic
-    of a voice; the spectral convergence term weighs the loud (voiced) bins most."""
-
-    def __init__(self, n_ffts=(512, 1024, 2048), floor_db: float = 80.0):
-        super().__init__()
-        self.n_ffts = list(n_ffts)
-        self.floor = 10 ** (-floor_db / 20)
-
-    def forward(self, y: torch.Tensor, x: torch.Tensor, spectra=None) -> torch.Tensor:
-        """y, x (B, N) -> scalar."""
-        sy, sx = spectra or (stft_magnitudes(y, self.n_ffts), stft_magnitudes(x, self.n_ffts))
-        loss = y.new_zeros(())
-        for n in self.n_ffts:
-            conv = torch.linalg.vector_norm(sx[n] - sy[n], dim=(1, 2)) / torch.linalg.vector_norm(sx[n], dim=(1, 2)).clamp_min(1e-8)
-            loss = loss + conv.mean() + _floored_log_l1(sy[n], sx[n], self.floor)
-        return loss / len(self.n_ffts)
-
-
 @torch.no_grad()
 def data_dependent_init(model, audio: torch.Tensor) -> None:
     """LSUV-style init (Mishkin & Matas 2015): zero conv biases, then walk the convolutions in forward
@@ -254,86 +156,6 @@ def data_dependent_init(model, audio: torch.Tensor) -> None:
         target = target_out if i == len(convs) - 1 else 1.0
         gain = m.conv.parametrizations.weight.original0 if hasattr(m.conv, "parametrizations") else m.conv.weight
         gain.mul_(target / max(seen["std"], 1e-8))
-
-
-def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain k-means on (N, D) frames; returns centroids (k, D) and counts (k,)."""
-    idx = torch.randint(len(x), (k,), generator=gen)
-    c = x[idx].clone()
-    counts = torch.zeros(k, device=x.device)
-    for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(dim=1)
-        counts = torch.bincount(assign, minlength=k).float()
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        empty = counts == 0
-        c = torch.where(empty[:, None], x[torch.randint(len(x), (k,), generator=gen)], sums / counts.clamp_min(1)[:, None])
-    return c, counts
-
-
-class RVQTrainer:
-    """EMA training of the codebooks inside transformers' EncodecResidualVectorQuantizer."""
-
-    def __init__(self, quantizer, cfg: CodecTrainConfig):
-        self.layers = [layer.codebook for layer in quantizer.layers]
-        self.cfg = cfg
-
-    def kmeans_init(self, emb: torch.Tensor, gen: torch.Generator, frames_per_step: int) -> None:
-        """k-means on the frames of emb (B, D, T); the counts are rescaled to assignments per training
-        step (the unit of the EMA `cluster_size`), so that dead codes are found within ~100 steps
-        instead of the hundreds it takes counts of the large k-means sample to decay."""
-        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1]).float()  # (B*T, D)
-        for cb in self.layers:
-            c, counts = _kmeans(residual, self.cfg.codebook_size, self.cfg.kmeans_iters, gen)
-            counts = (counts * (frames_per_step / len(residual))).clamp_min(1e-3)  # empty: dead at the first update
-            cb.embed.copy_(c)
-            cb.cluster_size.copy_(counts)
-            cb.embed_avg.copy_(c * counts[:, None])  # EMA of sums: embed = embed_avg / cluster_size
-            residual = residual - c[torch.cdist(residual, c).argmin(dim=1)]
-
-    def __call__(self, emb: torch.Tensor, n_q: int, gen: torch.Generator, update: bool = True):
-        """emb (B, D, T) -> quantized (B, D, T) with straight-through gradients, commitment loss, codes (n_q, B*T)."""
-        B, D, T = emb.shape
-        x = emb.transpose(1, 2).reshape(-1, D)  # (B*T, D)
-        residual = x
-        quantized = torch.zeros_like(x)
-        commit = x.new_zeros(())
-        codes = []
-        # With quantizer dropout, codebook k takes part in only (K-k+1)/K of the steps; with
-        # ema_every_codebook its EMA statistics (and dead-code re-seeding) still follow every step's
-        # residual chain, so the last codebooks learn as often as the first (the decoder sees n_q).
-        n_update = len(self.layers) if (update and self.cfg.ema_every_codebook) else n_q
-        for i, cb in enumerate(self.layers[:n_update]):
-            r = residual.detach().float()
-            idx = torch.cdist(r, cb.embed).argmin(dim=1)  # nearest code (same choice as the inference argmax)
-            q = cb.embed[idx]
-            if update:
-                self._ema_update(cb, r, idx, gen)
-            if i < n_q:
-                commit = commit + F.mse_loss(residual, q.detach())
-                quantized = quantized + q
-                codes.append(idx)
-            residual = residual - q
-            if i + 1 == n_q:  # what follows only feeds the EMA statistics
-                residual = residual.detach()
-        quantized_st = x + (quantized - x).detach()  # straight-through estimator
-        return quantized_st.reshape(B, T, D).transpose(1, 2), commit, torch.stack(codes)
-
-    @torch.no_grad()
-    def _ema_update(self, cb, r: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
-        decay, k = self.cfg.ema_decay, self.cfg.codebook_size
-        counts = torch.bincount(idx, minlength=k).float()
-        sums = torch.zeros_like(cb.embed_avg).index_add_(0, idx, r)
-        cb.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
-        cb.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
-        n = cb.cluster_size.sum()
-        smoothed = (cb.cluster_size + 1e-5) / (n + k * 1e-5) * n  # Laplace smoothing
-        cb.embed.copy_(cb.embed_avg / smoothed[:, None])
-        dead = cb.cluster_size < self.cfg.dead_code_threshold
-        if dead.any():  # re-seed unused codes from frames of this batch
-            pick = r[torch.randint(len(r), (int(dead.sum()),), generator=gen)]
-            cb.embed[dead] = pick
-            cb.embed_avg[dead] = pick
-            cb.cluster_size[dead] = 1.0
 
 
 class AudioCrops:
