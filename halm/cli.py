@@ -167,7 +167,7 @@ def cmd_codec_eval(args) -> int:
         print(f"| {name} | {model} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
 
     print("| source | model | mel L1 | STFT dist | SI-SNR (dB) | voicing recall | gross pitch error | F0 error (cents) "
-          "| F0 frame error |\n|---|---|---|---|---|---|---|---|---|")
+          "| F0 frame error | F1 error | F2 error | formant gross error |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, d in r["per_source"].items():
         for model in ("codec", "mulaw_baseline"):
             if d:
@@ -458,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = codec_sub.add_parser("eval", help="reconstruction quality and codebook use on held-out audio",
                              description="Encode and decode held-out clips; report mel L1, multi-resolution STFT "
-                             "distance, SI-SNR, per-codebook usage and perplexity, bitrate, and a mu-law baseline at "
-                             "the same bitrate.")
+                             "distance, SI-SNR, pitch (YIN: voicing recall, gross pitch error, F0 frame error), vowels "
+                             "(LPC F1/F2 errors on voiced frames), frame-rate artefacts, per-codebook usage and "
+                             "perplexity, bitrate, and a mu-law baseline at the same bitrate.")
     c.add_argument("--codec", default="halm-small",
                    help="codec: halm-small (shipped), a local folder (config.json + weights) or an original .th file")
     c.add_argument("--data", nargs="+", required=True, help="held-out sources (each reported on its own)")

@@ -56,10 +56,12 @@ def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["n_codebooks"] == 4 and r["bitrate_kbps"] == 3.0 and r["clips"] == 2
     assert len(r["codebook_usage"]) == 4 and all(0 < u <= 1 for u in r["codebook_usage"])
-    for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents", "f0_frame_error"):
+    for k in ("mel_l1", "stft_distance", "si_snr", "voicing_recall", "gross_pitch_error", "f0_error_cents", "f0_frame_error",
+              "f1_error", "f2_error", "formant_gross_error"):
         assert r[k] is not None and np.isfinite(r[k]), k
         assert k in r["mulaw_baseline"] and k in r["winner"]
     assert r["voiced_frames"] > 50 and 0 <= r["voicing_recall"] <= 1 and 0 <= r["gross_pitch_error"] <= 1
+    assert 0 <= r["formant_gross_error"] <= 1 and r["mulaw_baseline"]["formant_gross_error"] > r["formant_gross_error"]
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert len(list((tmp_path / "w").rglob("*.codec.wav"))) == 2
     clips = r["per_clip"]  # each clip's own scores, with its attributes; the pooled frames are theirs

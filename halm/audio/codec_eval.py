@@ -16,6 +16,9 @@ Metrics per corpus (and pooled over all clips):
   (halm.metrics.pitch: YIN F0 of original vs reconstruction, pooled over the frames of all clips;
   f0_frame_error compares codecs over the same frames). A codec that keeps the envelope but loses the
   pitch scores badly here.
+- f1_error, f2_error, formant_gross_error: whether the vowels survive (halm.metrics.formants: LPC F1 and
+  F2 of original vs reconstruction on the original's voiced frames, pooled over the frames of all
+  clips): the median relative error of each formant, and the share of frames with either > 20% off.
 - hop_periodicity: normalized autocorrelation of the waveform at a lag of one codec frame (hop_length
   samples), for the original, the decoding and the baseline (mean over clips): a decoder that emits
   nearly the same waveform every frame scores near 1 (v2 of halm-small: 0.91 on speech), while the
@@ -45,6 +48,7 @@ from tqdm import tqdm
 from halm.audio.codec import Codec
 from halm.audio.io import AudioError, load_audio, resample, save_audio
 from halm.audio.mel import mel_filterbank
+from halm.metrics.formants import formant_counts, lpc_formants, pooled_formant_scores
 from halm.metrics.pitch import pitch_counts, pooled_scores, yin_f0
 
 TOP_DB = 80.0
@@ -100,7 +104,8 @@ def mu_law_baseline(wav: np.ndarray, sr: int, bitrate_kbps: float, bits: int = 8
 
 SPECTRAL = ("mel_l1", "stft_distance", "si_snr")
 PITCH = ("voicing_recall", "gross_pitch_error", "f0_error_cents", "f0_frame_error")
-METRICS = SPECTRAL + PITCH
+FORMANTS = ("f1_error", "f2_error", "formant_gross_error")
+METRICS = SPECTRAL + PITCH + FORMANTS
 HIGHER_IS_BETTER = ("si_snr", "voicing_recall")
 
 
@@ -127,18 +132,20 @@ def frame_locked_share(x: torch.Tensor, hop: int) -> float:
     return n * float(frames.mean(0).pow(2).sum()) / total if total > 0 else 0.0
 
 
-def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray, hop: int) -> dict:
+def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray, formants_x: np.ndarray, hop: int) -> dict:
     f0_y = yin_f0(y.numpy(), sr)
     return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
-            "pitch": pitch_counts(f0_x, f0_y), "f0_median_hz": _median_f0(f0_y), "hop_periodicity": lag_autocorr(y, hop),
+            "pitch": pitch_counts(f0_x, f0_y), "formants": formant_counts(formants_x, lpc_formants(y.numpy(), sr), f0_x > 0), "f0_median_hz": _median_f0(f0_y), "hop_periodicity": lag_autocorr(y, hop),
             "frame_locked_share": frame_locked_share(y, hop)}
 
 
 def _summary(rows: list[dict]) -> dict:
-    """Spectral metrics: mean over clips. Pitch scores: pooled over the frames of all clips (None if no voiced frame)."""
+    """Spectral metrics: mean over clips. Pitch and formant scores: pooled over the frames of all clips (None if no voiced frame)."""
     out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in SPECTRAL + ("hop_periodicity", "frame_locked_share")}
     p = pooled_scores([r["pitch"] for r in rows])
     out |= {k: None if p[k] is None else round(float(p[k]), 4) for k in PITCH}
+    fm = pooled_formant_scores([r["formants"] for r in rows])
+    out |= {k: None if fm[k] is None else round(float(fm[k]), 4) for k in FORMANTS}
     return out | {"clips": len(rows), "voiced_frames": p["voiced_frames"]}
 
 
@@ -170,10 +177,10 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             y = codec.decode(codes)[0, 0, : len(x)].cpu()
             for k in range(codec.n_codebooks):
                 counts[k] += np.bincount(codes[0, k].cpu().numpy(), minlength=codec.codebook_size)
-            f0_x = yin_f0(wav[0], sr)
-            rows.append(_scores(x, y, sr, f0_x, codec.hop_length))
+            f0_x, formants_x = yin_f0(wav[0], sr), lpc_formants(wav[0], sr)
+            rows.append(_scores(x, y, sr, f0_x, formants_x, codec.hop_length))
             b = torch.from_numpy(mu_law_baseline(wav[0], sr, codec.bitrate_kbps))
-            brows.append(_scores(x, b, sr, f0_x, codec.hop_length))
+            brows.append(_scores(x, b, sr, f0_x, formants_x, codec.hop_length))
             per_clip.append({"source": Path(src).name, "id": item.id, "attributes": item.attributes,
                              "codec": _summary(rows[-1:]), "mulaw_baseline": _summary(brows[-1:]),
                              "f0_median_hz": {"original": _median_f0(f0_x), "codec": rows[-1]["f0_median_hz"],
