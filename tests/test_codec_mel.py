@@ -1,4 +1,4 @@
-"""The closed-loop mel: causal (no slice sees a later token), and the window decode matches a full one."""
+"""The closed-loop mel: causal (no slice sees a later token), streaming equals a full decode, the window fallback converges."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def test_no_slice_of_the_codec_mel_sees_a_later_token(codec_and_tokens):
 
 
 def test_streaming_closed_loop_equals_the_full_decode(codec_and_tokens):
-    """Step by step (a prompt of 20 frames, then one token per call) = full(); the window fallback is close."""
+    """Step by step (a prompt of 20 frames, then one token per call) = full()."""
     codec, tokens = codec_and_tokens
     closed = ClosedLoopMel(codec, MelConfig())
     assert closed.streaming
@@ -35,12 +35,28 @@ def test_streaming_closed_loop_equals_the_full_decode(codec_and_tokens):
     steps = torch.stack([closed(tokens[:, : t + 1]) for t in range(20, 75)], dim=1)
     torch.testing.assert_close(steps, full[:, 20:], atol=1e-4, rtol=0)
     torch.testing.assert_close(closed(tokens[:, :41]), full[:, 40], atol=1e-4, rtol=0)  # a jump restarts the stream
-    # the shipped v1 codec's decoder remembers more than v0's: 8 frames of context leave up to 2% of the
-    # mel's std at the end of this clip, 16 frames under 1%
-    window = ClosedLoopMel(codec, MelConfig(), window=16, streaming=False)
-    for t in (16, 40, 74):
-        err = (window(tokens[:, : t + 1]) - full[:, t]).abs().mean().item()
-        assert err < 0.01 * full.std().item(), (t, err)
+
+
+def test_the_window_fallback_converges_to_the_full_decode():
+    """A codec decoded from its last `window` frames only (how non-causal codecs are served) gives the full
+    decode's slice once the window covers the decoder's memory. On a tiny random codec without a harmonic
+    branch: 8 frames within 1% of the mel's std, 16 within 0.1%. (A harmonic branch never converges: its
+    oscillator's phase depends on the whole history. The shipped v3 is off by 5-15% of the std on speech
+    whatever the window, which is why causal codecs stream instead.)"""
+    from tests.helpers import tiny_encodec
+
+    codec = Codec(tiny_encodec(codebook_size=1024), "tiny")
+    wav = torch.from_numpy(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    tokens = codec.encode(wav[None, None], 24000)[:, 0]  # (1, 75)
+    full = ClosedLoopMel(codec, MelConfig()).full(tokens)
+    for w, tol in ((8, 0.01), (16, 0.001)):
+        window = ClosedLoopMel(codec, MelConfig(), window=w, streaming=False)
+        for t in (w, 40, 74):
+            err = (window(tokens[:, : t + 1]) - full[:, t]).abs().mean().item()
+            assert err < tol * full.std().item(), (w, t, err)
+    # the measure sees a slice off by one frame (~4% of the std here, 40x the 16-frame tolerance)
+    shifted = ClosedLoopMel(codec, MelConfig(), window=16, streaming=False)(tokens[:, :40])  # frame 39's slice
+    assert (shifted - full[:, 40]).abs().mean().item() > 0.01 * full.std().item()
 
 
 def test_streaming_decoder_equals_a_full_decode(codec_and_tokens):
