@@ -60,3 +60,11 @@ def test_scores_tell_a_vowel_from_another_and_from_itself():
     pooled = pooled_formant_scores([formant_counts(fa, fa, voiced), formant_counts(fa, fi, np.zeros_like(voiced))])
     assert pooled == same
     assert pooled_formant_scores([]) == {"f1_error": None, "f2_error": None, "formant_gross_error": None}
+
+
+def test_a_formant_missing_on_either_side_is_left_out_not_counted_as_an_error():
+    fx = np.array([[500.0, 1500.0], [500.0, np.nan], [np.nan, np.nan], [500.0, 1500.0]])
+    fy = np.array([[550.0, 1500.0], [500.0, 1800.0], [700.0, 1500.0], [np.nan, 1650.0]])
+    c = formant_counts(fx, fy, np.ones(4, bool))
+    assert [list(e) for e in c["errors"]] == [pytest.approx([0.1, 0.0]), pytest.approx([0.0, 0.1])]  # F1: frames 0-1; F2: 0, 3
+    assert c["pairs"] == 1 and c["gross"] == 0  # only frame 0 has both formants on both sides

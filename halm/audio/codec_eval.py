@@ -135,7 +135,8 @@ def frame_locked_share(x: torch.Tensor, hop: int) -> float:
 def _scores(x: torch.Tensor, y: torch.Tensor, sr: int, f0_x: np.ndarray, formants_x: np.ndarray, hop: int) -> dict:
     f0_y = yin_f0(y.numpy(), sr)
     return {"mel_l1": mel_l1(x, y, sr), "stft_distance": stft_distance(x, y), "si_snr": si_snr(x, y),
-            "pitch": pitch_counts(f0_x, f0_y), "formants": formant_counts(formants_x, lpc_formants(y.numpy(), sr), f0_x > 0), "f0_median_hz": _median_f0(f0_y), "hop_periodicity": lag_autocorr(y, hop),
+            "pitch": pitch_counts(f0_x, f0_y), "formants": formant_counts(formants_x, lpc_formants(y.numpy(), sr), f0_x > 0),
+            "f0_median_hz": _median_f0(f0_y), "hop_periodicity": lag_autocorr(y, hop),
             "frame_locked_share": frame_locked_share(y, hop)}
 
 

@@ -64,7 +64,7 @@ def formant_counts(fx: np.ndarray, fy: np.ndarray, voiced: np.ndarray) -> dict:
     the frames where both have F1 and F2 (`pairs`) and of those the ones with either > 20% off (`gross`)."""
     n = min(len(fx), len(fy), len(voiced))
     fx, fy, voiced = fx[:n], fy[:n], voiced[:n]
-    rel = np.abs(fy / np.where(np.isnan(fx), 1.0, fx) - 1)  # (n, 2), NaN where either lacks the formant
+    rel = np.abs(fy / fx - 1)  # (n, 2), NaN where either lacks the formant (formants are > 90 Hz: no 0)
     errors = [rel[voiced & ~np.isnan(rel[:, k]), k] for k in range(fx.shape[1])]
     both = voiced & ~np.isnan(rel).any(axis=1)
     return {"errors": errors, "pairs": int(both.sum()), "gross": int((rel[both] > 0.2).any(axis=1).sum())}
