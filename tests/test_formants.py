@@ -62,9 +62,11 @@ def test_scores_tell_a_vowel_from_another_and_from_itself():
     assert pooled_formant_scores([]) == {"f1_error": None, "f2_error": None, "formant_gross_error": None}
 
 
-def test_a_formant_missing_on_either_side_is_left_out_not_counted_as_an_error():
-    fx = np.array([[500.0, 1500.0], [500.0, np.nan], [np.nan, np.nan], [500.0, 1500.0]])
-    fy = np.array([[550.0, 1500.0], [500.0, 1800.0], [700.0, 1500.0], [np.nan, 1650.0]])
-    c = formant_counts(fx, fy, np.ones(4, bool))
-    assert [list(e) for e in c["errors"]] == [pytest.approx([0.1, 0.0]), pytest.approx([0.0, 0.1])]  # F1: frames 0-1; F2: 0, 3
-    assert c["pairs"] == 1 and c["gross"] == 0  # only frame 0 has both formants on both sides
+def test_a_formant_lost_in_the_reconstruction_is_a_gross_error_one_missing_in_the_original_is_left_out():
+    fx = np.array([[500.0, 1500.0], [500.0, np.nan], [np.nan, np.nan], [500.0, 1500.0], [500.0, 1500.0]])
+    fy = np.array([[550.0, 1500.0], [500.0, 1800.0], [700.0, 1500.0], [500.0, np.nan], [np.nan, np.nan]])
+    c = formant_counts(fx, fy, np.ones(5, bool))
+    assert [list(e) for e in c["errors"]] == [pytest.approx([0.1, 0.0, 0.0]), pytest.approx([0.0])]  # F1: 0, 1, 3; F2: 0
+    assert c["pairs"] == 3 and c["gross"] == 2  # frames 0, 3, 4 have both in the original; 3 and 4 lost one or both
+    lost = pooled_formant_scores([formant_counts(fx, np.full_like(fx, np.nan), np.ones(5, bool))])
+    assert lost == {"f1_error": None, "f2_error": None, "formant_gross_error": 1.0}  # a decoding without resonances

@@ -61,7 +61,8 @@ def test_codec_eval_command_writes_json_plot_and_wavs(tmp_path, capsys):
         assert r[k] is not None and np.isfinite(r[k]), k
         assert k in r["mulaw_baseline"] and k in r["winner"]
     assert r["voiced_frames"] > 50 and 0 <= r["voicing_recall"] <= 1 and 0 <= r["gross_pitch_error"] <= 1
-    assert 0 <= r["formant_gross_error"] <= 1 and r["mulaw_baseline"]["formant_gross_error"] > r["formant_gross_error"]
+    # mu-law at 3 kbps (375 Hz sampling) keeps no formant above 187 Hz: it loses (almost) every frame's F2
+    assert 0 <= r["formant_gross_error"] < 0.9 < r["mulaw_baseline"]["formant_gross_error"] <= 1
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert len(list((tmp_path / "w").rglob("*.codec.wav"))) == 2
     clips = r["per_clip"]  # each clip's own scores, with its attributes; the pooled frames are theirs
