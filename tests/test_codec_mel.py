@@ -41,8 +41,7 @@ def test_the_window_fallback_converges_to_the_full_decode():
     """A codec decoded from its last `window` frames only (how non-causal codecs are served) gives the full
     decode's slice once the window covers the decoder's memory. On a tiny random codec without a harmonic
     branch: 8 frames within 1% of the mel's std, 16 within 0.1%. (A harmonic branch never converges: its
-    oscillator's phase depends on the whole history. The shipped v3 is off by 5-15% of the std on speech
-    whatever the window, which is why causal codecs stream instead.)"""
+    oscillator's phase depends on the whole history, which is one more reason causal codecs stream.)"""
     from tests.helpers import tiny_encodec
 
     codec = Codec(tiny_encodec(codebook_size=1024), "tiny")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from halm.audio.harmonic import LOG_F0_REF, HarmonicBranch, decode_latent  # noqa: F401 (LOG_F0_REF: for existing imports)
+from halm.audio.harmonic import HarmonicBranch, decode_latent
 
 SHIPPED = {"halm-small": "codec_halm_small"}
 DEFAULT_CODEC = "halm-small"

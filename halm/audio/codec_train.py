@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from halm.audio.codec import Codec, build_encodec, decode_latent, fast_padding
+from halm.audio.codec import Codec, build_encodec, fast_padding
 from halm.audio.codec_losses import (
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
@@ -57,6 +57,7 @@ from halm.audio.codec_losses import (
     stft_magnitudes,
 )
 from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from halm.audio.harmonic import decode_latent
 from halm.audio.rvq import RVQTrainer
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 
@@ -284,10 +285,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             differ["harmonics"] = (src["harmonics"], mine["harmonics"])
         if differ:
             raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
-        new_envelope = src["harmonics"] and src["harmonic_envelope"] != mine["harmonic_envelope"]
+        new_envelope = bool(src["harmonics"]) and src["harmonic_envelope"] != mine["harmonic_envelope"]
     if resume_dir is not None:
         state = load_file(str(resume_dir / "model.safetensors"))
-        if own is None and new_envelope:  # amplitudes of another kind: the branch's last layer starts at zero again
+        if new_envelope:  # amplitudes of another kind: the branch's last layer starts at zero again
             state = {k: v for k, v in state.items() if not k.startswith("harmonic.amps.2.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("harmonic.") for k in missing):
@@ -303,7 +304,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             disc_opt.load_state_dict(st["disc_optimizer"])
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
-        if branch is not None and "harmonic_optimizer" in st and not (own is None and new_envelope):
+        if branch is not None and "harmonic_optimizer" in st and not new_envelope:
             pitch_opt.load_state_dict(st["harmonic_optimizer"])
         elif pitch_head is not None and "pitch_head" in st:  # a run with a pitch head: the branch starts from its head
             pitch_head.load_state_dict(st["pitch_head"])
