@@ -34,7 +34,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
              fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge") -> dict:
     from halm.data import open_source
     from halm.generate import text_to_audio
-    from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_judge
+    from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_judge, with_order
     from halm.metrics.external import load_scorer
     from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, kl_divergence
     from halm.train import load_run
@@ -74,15 +74,18 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     def predicted(post):
         return {k: [judge.cfg.attributes[k][int(i)] for i in post[k].argmax(-1)] for k in targets}
 
+    def controllability(post):
+        p = predicted(post)
+        return with_order(attribute_accuracy(p, targets), p, targets)
+
     fad = fad_bootstrap(ref_emb.numpy(), gen_emb.numpy(), n_boot=100, seed=seed)
     kls = {k: kl_divergence(ref_post[k].numpy(), gen_post[k].numpy()) for k in targets}
     result = {"run": str(run), "captions": str(captions), "n": len(items), "cfg": cfg_coef, "seed": seed,
               "seconds": seconds, "judge_dir": str(judge_dir or "halm-small"),
               "fad": fad["fad"], "fad_std": fad["std"], "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
               "clap": clap_score(text.numpy(), gen_emb.numpy()),
-              "controllability": attribute_accuracy(predicted(gen_post), targets),
-              "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()),
-                            "controllability": attribute_accuracy(predicted(ref_post), targets)}}
+              "controllability": controllability(gen_post),
+              "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()), "controllability": controllability(ref_post)}}
     if any(scorers.values()):
         result["judge"] = {k: result[k] for k in ("fad", "fad_std", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
         gen_wavs = [(w, sr) for _, w, sr in wavs]

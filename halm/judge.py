@@ -10,9 +10,20 @@ its own on the offline captioned corpora (music + sfx) and ships it:
   plus one cross-entropy head per attribute on the audio embedding. The heads' softmax posteriors
   serve KL; their argmax serves controllability.
 
+Version 2 (the shipped judge) also keeps time: the convolutions pool time only in their first
+`time_pool` blocks (12.5 frames/s after two), and a bidirectional GRU runs over the frames before the
+pooling, so the embedding can carry counts and order. Musical mode is judged from a chroma profile
+(12 pitch classes from a 4096-point STFT, 65-2100 Hz, plus a bass profile below 260 Hz) by a
+transposition-invariant head: one small MLP applied to the profile in all 12 rotations, the logits
+pooled over rotations (logsumexp), so a key change alone cannot change its answer.
+
 Attributes (from the synth manifests' `attributes`; a clip lacking one is not scored on it):
   music: instrument_family, tempo, mode, drums, dynamics
-  sfx:   event (type of the first event), n_events, second_event ("none" for one event), loudness
+  sfx:   event (type of the first event), count (its number of hits, countable events only), speed
+         (slow/fast, where the caption states it: continuous events and counts >= 2), loudness,
+         n_events, second_event ("none" for one event), second_count
+  Derived in controllability (no head of its own): order = both events right, in order (two-event
+  captions only).
 
 Judge directory: config.json (JudgeConfig + the attribute vocabularies) + model.safetensors.
 `halm judge train --data SRC... --out DIR`, `halm judge eval --judge DIR --data SRC... [--json]`.
@@ -44,13 +55,35 @@ def _music(a: dict) -> dict:
     return {k: str(a[k]) for k in ("instrument_family", "tempo", "mode", "drums", "dynamics") if k in a}
 
 
+def _speed_stated(e: dict) -> bool:
+    """The caption names the speed of continuous events always, of countable ones from two hits on."""
+    return "speed" in e and ("count" not in e or int(e["count"]) >= 2)
+
+
 def _sfx(a: dict) -> dict:
     ev = a.get("events") or []
     if not ev:
         return {}
     order = a.get("order") or [e["type"] for e in ev]
-    return {"event": ev[0]["type"], "n_events": str(len(ev)), "second_event": order[1] if len(order) > 1 else "none",
-            "loudness": ev[0].get("loudness", "")}
+    out = {"event": ev[0]["type"], "n_events": str(len(ev)), "second_event": order[1] if len(order) > 1 else "none",
+           "loudness": ev[0].get("loudness", "")}
+    if "count" in ev[0]:
+        out["count"] = str(ev[0]["count"])
+    if _speed_stated(ev[0]):
+        out["speed"] = ev[0]["speed"]
+    if len(ev) > 1 and "count" in ev[1]:
+        out["second_count"] = str(ev[1]["count"])
+    return {k: v for k, v in out.items() if v != ""}
+
+
+def _out_of_window(attributes: dict, seconds: float) -> set[str]:
+    """Count attributes whose event has a hit after the judge's window: unlearnable from that window."""
+    ev = attributes.get("events") or []
+    late = set()
+    for name, i in (("count", 0), ("second_count", 1)):
+        if len(ev) > i and ev[i].get("onsets") and max(ev[i]["onsets"]) > seconds - 0.1:
+            late.add(name)
+    return late
 
 
 def attributes_of(attributes: dict) -> dict[str, str]:
@@ -71,11 +104,26 @@ class JudgeConfig:
     text_encoder: str = "minilm"
     text_dim: int = 384
     attributes: dict = field(default_factory=dict)  # name -> list of values (the classes)
+    version: int = 2
+    time_pool: int = 2  # conv blocks that also halve time (the others halve mel bins only)
+    gru: int = 128  # hidden size per direction of the GRU over time (0: none)
+    chroma_heads: tuple = ("mode",)  # attributes judged from the chroma profile, not the embedding
+    chroma_hidden: int = 32
+
+    def __post_init__(self):
+        if not 0 <= self.time_pool <= len(self.channels):
+            raise ValueError(f"time_pool must be in [0, {len(self.channels)}], got {self.time_pool}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["channels"] = list(self.channels)
+        d["channels"], d["chroma_heads"] = list(self.channels), list(self.chroma_heads)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JudgeConfig:
+        if "version" not in d:  # a version-1 judge: time pooled in every block, no GRU, no chroma heads
+            d = {**d, "version": 1, "time_pool": len(d["channels"]), "gru": 0, "chroma_heads": []}
+        return cls(**{**d, "channels": tuple(d["channels"]), "chroma_heads": tuple(d["chroma_heads"])})
 
 
 def log_mel16(wav: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
@@ -87,25 +135,83 @@ def log_mel16(wav: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     return torch.log10((fb @ spec).clamp_min(1e-6))
 
 
+CHROMA_FFT = 4096  # 3.9 Hz bins: a semitone is >= 2 bins from 65 Hz up
+_CHROMA_MAPS: dict[int, torch.Tensor] = {}
+
+
+def _chroma_map() -> torch.Tensor:
+    """(24, CHROMA_FFT//2 + 1) 0/1 map: rows 0-11 pitch classes 65-2100 Hz, rows 12-23 the bass (65-260 Hz); C = 0."""
+    if CHROMA_FFT not in _CHROMA_MAPS:
+        f = np.fft.rfftfreq(CHROMA_FFT, 1.0 / SAMPLE_RATE)
+        m = np.zeros((24, len(f)), dtype=np.float32)
+        ok = (f >= 65.0) & (f <= 2100.0)
+        pc = np.round(12 * np.log2(np.where(ok, f, 1.0) / 440.0) + 9).astype(int) % 12  # A4 = 440 Hz is class 9
+        m[pc[ok], np.flatnonzero(ok)] = 1.0
+        bass = ok & (f <= 260.0)
+        m[12 + pc[bass], np.flatnonzero(bass)] = 1.0
+        _CHROMA_MAPS[CHROMA_FFT] = torch.from_numpy(m)
+    return _CHROMA_MAPS[CHROMA_FFT]
+
+
+def chroma16(wav: torch.Tensor) -> torch.Tensor:
+    """wav (N,) at 16 kHz -> chroma frames (24, F) at the log-mel's 50 frames/s: magnitude per pitch class."""
+    spec = torch.stft(wav, CHROMA_FFT, hop_length=HOP, window=torch.hann_window(CHROMA_FFT), return_complex=True).abs()
+    return _chroma_map() @ spec  # (24, F)
+
+
+def _valid(f_out: int, frames: torch.Tensor, f_in: int) -> torch.Tensor:
+    """(B, f_out) mask of the frames of a pooled sequence that cover valid input frames."""
+    return torch.arange(f_out, device=frames.device)[None] < (frames * f_out / f_in).ceil().clamp(min=1)[:, None]
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, cfg: JudgeConfig):
         super().__init__()
         layers, c_in = [], 1
-        for c in cfg.channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        for i, c in enumerate(cfg.channels):
+            pool = 2 if i < cfg.time_pool else (2, 1)  # (mel, time)
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(pool)]
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.out = nn.Linear(2 * c_in, cfg.dim)
+        self.gru = nn.GRU(c_in, cfg.gru, batch_first=True, bidirectional=True) if cfg.gru else None
+        self.out = nn.Linear(2 * c_in + (4 * cfg.gru if cfg.gru else 0), cfg.dim)
 
     def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """mel (B, M, F) log-mel, frames (B,) valid frames -> (B, D) (not normalised)."""
         x = self.convs(((mel + 3.0) / 3.0)[:, None])  # (B, C, M', F')
         x = x.mean(2)  # over mel bins -> (B, C, F')
-        f = x.shape[-1]
-        valid = torch.arange(f, device=x.device)[None] < (frames * f / mel.shape[-1]).ceil().clamp(min=1)[:, None]
-        mean = (x * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True)
-        mx = x.masked_fill(~valid[:, None], float("-inf")).amax(-1)
-        return self.out(torch.cat([mean, mx], dim=1))
+        valid = _valid(x.shape[-1], frames, mel.shape[-1])  # (B, F')
+        feats = [x]
+        if self.gru is not None:
+            # packed, so that the backward direction starts at each clip's last valid frame, not in the padding
+            packed = nn.utils.rnn.pack_padded_sequence(x.transpose(1, 2), valid.sum(-1).cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            h, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[-1])
+            feats.append(h.transpose(1, 2))  # (B, 2H, F'), zeros on padded frames
+        pooled = []
+        for y in feats:  # masked mean and max over time, (B, C) each
+            pooled.append((y * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True))
+            pooled.append(y.masked_fill(~valid[:, None], float("-inf")).amax(-1))
+        return self.out(torch.cat(pooled, dim=1))
+
+
+class ChromaHead(nn.Module):
+    """Transposition-invariant classifier over the chroma profile: an MLP on all 12 rotations, logsumexp."""
+
+    def __init__(self, n_classes: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(24, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        shifts = (torch.arange(12)[None, :] + torch.arange(12)[:, None]) % 12  # (12 rotations, 12 classes)
+        self.register_buffer("shifts", shifts, persistent=False)
+
+    def forward(self, chroma: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """chroma (B, 24, F) magnitudes, frames (B,) -> logits (B, n_classes)."""
+        valid = _valid(chroma.shape[-1], frames, chroma.shape[-1])
+        prof = (chroma * valid[:, None]).sum(-1)  # (B, 24)
+        prof = torch.cat([F.normalize(prof[:, :12], dim=-1), F.normalize(prof[:, 12:], dim=-1)], dim=1)
+        full, bass = prof[:, :12][:, self.shifts], prof[:, 12:][:, self.shifts]  # (B, 12 rotations, 12)
+        logits = self.mlp(torch.cat([full, bass], dim=-1))  # (B, 12, n_classes)
+        return logits.logsumexp(1) - math.log(12)
 
 
 class Judge(nn.Module):
@@ -115,7 +221,10 @@ class Judge(nn.Module):
         self.audio = AudioEncoder(cfg)
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.heads = nn.ModuleDict({name: nn.Linear(cfg.dim, len(values)) for name, values in cfg.attributes.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(cfg.dim, len(values)) for name, values in cfg.attributes.items()
+                                    if name not in cfg.chroma_heads})
+        self.chroma_heads = nn.ModuleDict({name: ChromaHead(len(values), cfg.chroma_hidden)
+                                           for name, values in cfg.attributes.items() if name in cfg.chroma_heads})
 
     def audio_embed(self, mel, frames) -> torch.Tensor:
         return F.normalize(self.audio(mel, frames), dim=-1)
@@ -123,9 +232,17 @@ class Judge(nn.Module):
     def text_embed(self, sentence: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(sentence), dim=-1)
 
-    def posteriors(self, mel, frames) -> dict[str, torch.Tensor]:
-        z = self.audio(mel, frames)
-        return {name: head(F.normalize(z, dim=-1)).softmax(-1) for name, head in self.heads.items()}
+    def logits(self, z: torch.Tensor, chroma: torch.Tensor | None, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Attribute logits from the unnormalised embedding z (B, D) and the chroma frames (B, 24, F)."""
+        a = F.normalize(z, dim=-1)
+        out = {name: head(a) for name, head in self.heads.items()}
+        if self.chroma_heads and chroma is None:
+            raise ValueError(f"the judge's {sorted(self.chroma_heads)} heads need the clips' chroma (clip_from_wav)")
+        out.update({name: head(chroma, frames) for name, head in self.chroma_heads.items()})
+        return out
+
+    def posteriors(self, mel, frames, chroma=None) -> dict[str, torch.Tensor]:
+        return {k: v.softmax(-1) for k, v in self.logits(self.audio(mel, frames), chroma, frames).items()}
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -145,9 +262,11 @@ def clip_from_wav(wav: np.ndarray, sample_rate: int, text: str, attributes: dict
     """A judge clip from audio in memory (e.g. a generated sample): mono, resampled to 16 kHz."""
     from halm.audio import mono_at
 
-    wav = mono_at(wav, sample_rate, SAMPLE_RATE)
-    return {"id": id, "text": text, "mel": log_mel16(torch.from_numpy(wav), n_mels),
-            "attributes": attributes_of(attributes)}
+    wav = torch.from_numpy(mono_at(wav, sample_rate, SAMPLE_RATE))
+    return {"id": id, "text": text, "mel": log_mel16(wav, n_mels), "chroma": chroma16(wav),
+            "attributes": attributes_of(attributes),
+            "fixed_start": "events" in attributes,  # timed events: a training window always starts at 0
+            "late": _out_of_window(attributes, JudgeConfig.seconds)}
 
 
 def load_clips(sources: list[str], n_mels: int, progress: bool = True) -> list[dict]:
@@ -168,15 +287,23 @@ def load_clips(sources: list[str], n_mels: int, progress: bool = True) -> list[d
 
 
 def _batch(clips: list[dict], n_frames: int, rng: np.random.Generator | None):
+    """(mel (B, M, n_frames) padded with -6, chroma (B, 24, n_frames) padded with 0, valid frames (B,)).
+
+    With rng, clips longer than the window get a random window, except clips of timed events."""
     mel = torch.full((len(clips), clips[0]["mel"].shape[0], n_frames), -6.0)
+    chroma = torch.zeros(len(clips), 24, n_frames)
     frames = torch.zeros(len(clips), dtype=torch.long)
     for b, c in enumerate(clips):
         m = c["mel"]
-        start = int(rng.integers(0, m.shape[1] - n_frames + 1)) if rng is not None and m.shape[1] > n_frames else 0
+        start = 0
+        if rng is not None and m.shape[1] > n_frames and not c.get("fixed_start"):
+            start = int(rng.integers(0, m.shape[1] - n_frames + 1))
         seg = m[:, start:start + n_frames]
         mel[b, :, : seg.shape[1]] = seg
+        ch = c["chroma"][:, start:start + n_frames]
+        chroma[b, :, : ch.shape[1]] = ch
         frames[b] = seg.shape[1]
-    return mel, frames
+    return mel, chroma, frames
 
 
 # ---- train / save / load / eval -----------------------------------------------------------------
@@ -201,8 +328,7 @@ def load_judge(path: str | os.PathLike | None = None) -> Judge:
     if not (d / "config.json").exists() or not (d / "model.safetensors").exists():
         raise FileNotFoundError(f"{d}: not a judge directory (config.json + model.safetensors); train one with "
                                 "`halm judge train --data SRC... --out DIR`")
-    c = json.loads((d / "config.json").read_text())["judge"]
-    cfg = JudgeConfig(**{**c, "channels": tuple(c["channels"])})
+    cfg = JudgeConfig.from_dict(json.loads((d / "config.json").read_text())["judge"])
     judge = Judge(cfg)
     judge.load_state_dict(load_file(str(d / "model.safetensors")))
     return judge.eval()
@@ -210,7 +336,9 @@ def load_judge(path: str | os.PathLike | None = None) -> Judge:
 
 def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,
                 attr_weight: float = 1.0, seed: int = 0, heldout: list[str] | None = None, progress: bool = True) -> dict:
-    """Train the judge on the captioned clips of `sources`; evaluate on `heldout` if given; save to `out`."""
+    """Train the judge on the captioned clips of `sources`; evaluate on `heldout` if given; save to `out`.
+
+    Deterministic for a seed on one machine (one thread order: torch's CPU kernels)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cfg = JudgeConfig()
@@ -224,8 +352,9 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
     judge = Judge(cfg)
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=0.01)
     n_frames = int(cfg.seconds * SAMPLE_RATE / HOP)
-    labels = {k: torch.tensor([vals.index(c["attributes"][k]) if k in c["attributes"] else -100 for c in clips])
-              for k, vals in cfg.attributes.items()}
+    # a count whose last hit falls after the window cannot be read from it: no label
+    labels = {k: torch.tensor([vals.index(c["attributes"][k]) if k in c["attributes"] and k not in c["late"] else -100
+                               for c in clips]) for k, vals in cfg.attributes.items()}
     caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1])
     log, t0 = [], time.perf_counter()
     bar = tqdm(range(steps), desc="judge train", disable=not progress, dynamic_ncols=True)
@@ -234,17 +363,18 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
         idx = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
-        mel, frames = _batch([clips[i] for i in idx], n_frames, rng)
+        mel, chroma, frames = _batch([clips[i] for i in idx], n_frames, rng)
         z = judge.audio(mel, frames)
         a, t = F.normalize(z, dim=-1), judge.text_embed(sentences[idx])
+        attr_logits = judge.logits(z, chroma, frames)
         logits = judge.logit_scale.exp().clamp(max=100) * a @ t.T
         # captions repeat (same attributes, same words): identical captions are all positives
         same = (caption_id[idx][:, None] == caption_id[idx][None, :]).float()
         target = same / same.sum(1, keepdim=True)
         contrastive = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
-        attr = sum(F.cross_entropy(head(a), labels[k][idx], ignore_index=-100) for k, head in judge.heads.items()
+        attr = sum(F.cross_entropy(v, labels[k][idx], ignore_index=-100) for k, v in attr_logits.items()
                    if (labels[k][idx] != -100).any())
-        loss = contrastive + attr_weight * attr / max(1, len(judge.heads))
+        loss = contrastive + attr_weight * attr / max(1, len(attr_logits))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -265,13 +395,25 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
 def embed_clips(judge: Judge, clips: list[dict], batch: int = 32):
     """(audio embeddings (N, D), posteriors {attribute: (N, C)}) of clips from load_clips."""
     n_frames = int(judge.cfg.seconds * SAMPLE_RATE / HOP)
-    embs, posts = [], {k: [] for k in judge.heads}
+    embs, posts = [], {k: [] for k in judge.cfg.attributes}
     for i in range(0, len(clips), batch):
-        mel, frames = _batch(clips[i:i + batch], n_frames, None)
-        embs.append(judge.audio_embed(mel, frames))
-        for k, p in judge.posteriors(mel, frames).items():
-            posts[k].append(p)
+        mel, chroma, frames = _batch(clips[i:i + batch], n_frames, None)
+        z = judge.audio(mel, frames)
+        embs.append(F.normalize(z, dim=-1))
+        for k, v in judge.logits(z, chroma, frames).items():
+            posts[k].append(v.softmax(-1))
     return torch.cat(embs), {k: torch.cat(v) for k, v in posts.items()}
+
+
+def with_order(accuracy: dict[str, float], predicted: dict[str, list], target: dict[str, list]) -> dict[str, float]:
+    """Add the derived `order` score: both events of a two-event caption judged right, in their order."""
+    if "event" in target and "second_event" in target:
+        pairs = [(pe == te and ps == ts) for pe, ps, te, ts in zip(predicted["event"], predicted["second_event"],
+                                                                    target["event"], target["second_event"])
+                 if te is not None and ts not in (None, "none")]
+        if pairs:
+            accuracy = {**accuracy, "order": sum(pairs) / len(pairs)}
+    return accuracy
 
 
 @torch.no_grad()
@@ -282,11 +424,11 @@ def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True) -> d
     text = judge.text_embed(_sentence_embeddings([c["text"] for c in clips], judge.cfg.text_encoder))
     sim = text @ audio.T  # (N captions, N clips)
     rank = (sim > sim.diag()[:, None]).sum(1)  # clips scored above the caption's own clip
-    acc = {}
-    for k, vals in judge.cfg.attributes.items():
-        pairs = [(int(posts[k][i].argmax()), vals.index(c["attributes"][k])) for i, c in enumerate(clips)
-                 if c["attributes"].get(k) in vals]
-        if pairs:
-            acc[k] = sum(p == t for p, t in pairs) / len(pairs)
+    from halm.metrics.t2a import attribute_accuracy
+
+    targets = {k: [c["attributes"].get(k) for c in clips] for k in judge.cfg.attributes}
+    targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
+    predicted = {k: [judge.cfg.attributes[k][int(i)] for i in posts[k].argmax(-1)] for k in targets}
+    acc = with_order(attribute_accuracy(predicted, targets), predicted, targets)
     return {"clips": len(clips), "r_at_1": float((rank < 1).float().mean()), "r_at_5": float((rank < 5).float().mean()),
             "chance_r_at_1": 1 / len(clips), "attribute_accuracy": acc}
