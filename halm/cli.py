@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -104,6 +105,12 @@ def cmd_codec_train(args) -> int:
           f"trained {result['steps']} steps on {result['train_seconds_of_audio'] / 60:.1f} min of audio; "
           f"codec: {args.out}/codec (use --codec {args.out}/codec)")
     return 0
+
+
+def train_judge_fn():
+    from halm.judge import train_judge
+
+    return train_judge
 
 
 def cmd_judge_train(args) -> int:
@@ -426,8 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", nargs="+", required=True, help="captioned sources (synth corpora or manifests)")
     c.add_argument("--out", required=True, help="judge directory to write")
     c.add_argument("--heldout", nargs="*", help="sources to report retrieval and attribute accuracy on")
-    c.add_argument("--steps", type=int, default=800, help="optimisation steps (default 800)")
-    c.add_argument("--batch-size", type=int, default=24, help="clips per step (default 24)")
+    judge_defaults = {k: v.default for k, v in inspect.signature(train_judge_fn()).parameters.items()}
+    c.add_argument("--steps", type=int, default=judge_defaults["steps"],
+                   help=f"optimisation steps (default {judge_defaults['steps']})")
+    c.add_argument("--batch-size", type=int, default=judge_defaults["batch_size"],
+                   help=f"clips per step (default {judge_defaults['batch_size']})")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     c.set_defaults(func=cmd_judge_train)

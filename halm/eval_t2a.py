@@ -8,11 +8,17 @@ clip is generated per caption (batched, seeded: deterministic for a seed). Score
 embedding space (halm.judge; the shipped one unless --judge):
 - fad: Fréchet distance between the reference and the generated clips' audio embeddings, with its
   bootstrap spread (N is small next to the 256 dimensions: compare FADs only at equal N);
+- fad_inf: FAD∞, the 1/N extrapolation of FAD over subsets of the generated clips (fadtk's
+  correction, halm.metrics.t2a.fad_inf): comparable across N, still an estimate at small N;
 - kl: mean KL(p_ref || p_gen) of the attribute heads' posteriors (averaged over attributes), the
   reference clip and the clip generated from its caption paired (the RR paper's protocol);
 - clap: mean cosine between each caption's text embedding and its generated clip's audio embedding;
 - controllability: per attribute, the share of generated clips the judge classifies as the caption says;
-- reference: clap and controllability of the reference clips themselves (the ceilings).
+  `order` (two-event captions) counts both events right and in order;
+- reference: clap and controllability of the reference clips themselves (the ceilings);
+- per_caption: one row per caption (id, text, the caption's attributes, the judge's reading of the
+  generated and of the reference clip, each clip's CLAP cosine).
+cfg 0 samples from the null condition alone (the text is ignored): the null-caption floor.
 Pretrained scorers replace the judge for one score each when their weights are on disk
 (halm/metrics/external.py): `fad_model` vggish:FILE | clap:DIR | laion-clap:FILE, `kl_model` ast:DIR,
 `clap_model` clap:DIR | laion-clap:FILE. `models` in the result names the scorer of each score; when
@@ -34,9 +40,16 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
              fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge") -> dict:
     from halm.data import open_source
     from halm.generate import text_to_audio
-    from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, load_judge, with_order
+    from halm.judge import (
+        _sentence_embeddings,
+        clip_from_wav,
+        embed_clips,
+        judge_hash,
+        load_judge,
+        with_order,
+    )
     from halm.metrics.external import load_scorer
-    from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, kl_divergence
+    from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, fad_inf, kl_divergence
     from halm.train import load_run
 
     model, rc = load_run(run)
@@ -79,19 +92,27 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
         return with_order(attribute_accuracy(p, targets), p, targets)
 
     fad = fad_bootstrap(ref_emb.numpy(), gen_emb.numpy(), n_boot=100, seed=seed)
+    finf = fad_inf(ref_emb.numpy(), gen_emb.numpy(), seed=seed)["fad_inf"] if len(items) >= 6 else None
+    gen_pred, ref_pred = predicted(gen_post), predicted(ref_post)
+    t_np, g_np, r_np = text.numpy(), gen_emb.numpy(), ref_emb.numpy()
+    per_caption = [{"id": it.id, "text": it.text, "target": {k: targets[k][i] for k in targets},
+                    "generated": {k: gen_pred[k][i] for k in targets}, "reference": {k: ref_pred[k][i] for k in targets},
+                    "clap": float(t_np[i] @ g_np[i]), "reference_clap": float(t_np[i] @ r_np[i])}
+                   for i, it in enumerate(items)]
     kls = {k: kl_divergence(ref_post[k].numpy(), gen_post[k].numpy()) for k in targets}
     result = {"run": str(run), "captions": str(captions), "n": len(items), "cfg": cfg_coef, "seed": seed,
-              "seconds": seconds, "judge_dir": str(judge_dir or "halm-small"),
-              "fad": fad["fad"], "fad_std": fad["std"], "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
+              "seconds": seconds, "judge_dir": str(judge_dir or "halm-small"), "judge_version": judge.cfg.version,
+              "judge_sha256": judge_hash(judge_dir), "fad": fad["fad"], "fad_std": fad["std"], "fad_inf": finf, "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
               "clap": clap_score(text.numpy(), gen_emb.numpy()),
               "controllability": controllability(gen_post),
               "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()), "controllability": controllability(ref_post)}}
     if any(scorers.values()):
-        result["judge"] = {k: result[k] for k in ("fad", "fad_std", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
+        result["judge"] = {k: result[k] for k in ("fad", "fad_std", "fad_inf", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
         gen_wavs = [(w, sr) for _, w, sr in wavs]
         if s := scorers["fad"]:
-            f = fad_bootstrap(s.frame_embeddings(ref_wavs), s.frame_embeddings(gen_wavs), n_boot=100, seed=seed)
-            result.update(fad=f["fad"], fad_std=f["std"])
+            fr, fg = s.frame_embeddings(ref_wavs), s.frame_embeddings(gen_wavs)
+            f = fad_bootstrap(fr, fg, n_boot=100, seed=seed)
+            result.update(fad=f["fad"], fad_std=f["std"], fad_inf=fad_inf(fr, fg, seed=seed)["fad_inf"] if len(fg) >= 6 else None)
         if s := scorers["kl"]:
             result.update(kl=kl_divergence(s.posteriors(ref_wavs), s.posteriors(gen_wavs), multilabel=s.multilabel))
             result.pop("kl_per_attribute")
@@ -99,10 +120,15 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
             t = s.text_embeddings([it.text for it in items])
             result["clap"] = clap_score(t, s.clip_embeddings(gen_wavs))
             result["reference"]["clap"] = clap_score(t, s.clip_embeddings(ref_wavs))
+    result["per_caption"] = per_caption
     result["models"] = {role: (s.name if s else f"judge:{judge_dir or 'halm-small'}") for role, s in scorers.items()}
     if out:
         _write_report(Path(out), result, wavs, ref, gen)
     return result
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.4f}"
 
 
 def _write_report(out: Path, r: dict, wavs, ref, gen):
@@ -116,9 +142,11 @@ def _write_report(out: Path, r: dict, wavs, ref, gen):
     plot_spectrogram_pairs(rows, out / "spectrograms.png", ("reference", "generated"))
     lines = [f"# eval-t2a: {r['run']}", "",
              f"{r['n']} captions of {r['captions']}, CFG {r['cfg']}, seed {r['seed']}, {r['seconds']} s each; judge "
-             f"{r['judge_dir']} (halm/judge.py).", "",
+             f"{r['judge_dir']} (version {r['judge_version']}, weights sha256 {r['judge_sha256'][:16]}; halm/judge.py).",
+             "",
              "| metric | scorer | generated | reference (ceiling) |", "|---|---|---|---|",
              f"| FAD | {r['models']['fad']} | {r['fad']:.4f} ± {r['fad_std']:.4f} | 0 |",
+             f"| FAD∞ | {r['models']['fad']} | {_num(r['fad_inf'])} | 0 |",
              f"| KL(ref ‖ gen) | {r['models']['kl']} | {r['kl']:.3f} | 0 |",
              f"| CLAP score | {r['models']['clap']} | {r['clap']:.3f} | {r['reference']['clap']:.3f} |"]
     for k, v in r["controllability"].items():

@@ -321,6 +321,13 @@ def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
 DEFAULT_JUDGE = Path(__file__).parent / "assets" / "judge_halm_small"
 
 
+def judge_hash(path: str | os.PathLike | None = None) -> str:
+    """sha256 of a judge's model.safetensors (the shipped one by default): names the judge in results."""
+    import hashlib
+
+    return hashlib.sha256((Path(path) if path else DEFAULT_JUDGE).joinpath("model.safetensors").read_bytes()).hexdigest()
+
+
 def load_judge(path: str | os.PathLike | None = None) -> Judge:
     from safetensors.torch import load_file
 

@@ -7,13 +7,31 @@ import sys
 import pytest
 import torch
 
-from halm.judge import attributes_of, embed_clips, evaluate_judge, load_clips, load_judge
+from halm.judge import (
+    ChromaHead,
+    _out_of_window,
+    attributes_of,
+    embed_clips,
+    evaluate_judge,
+    load_clips,
+    load_judge,
+)
 
 
 def test_attributes_of_synth_manifests():
-    sfx = {"events": [{"type": "bell", "loudness": "quiet", "count": 5}, {"type": "clap", "loudness": "loud"}],
+    sfx = {"events": [{"type": "bell", "loudness": "quiet", "count": 5, "speed": "fast", "onsets": [0.3, 0.9]},
+                      {"type": "clap", "loudness": "loud", "count": 1, "speed": "slow", "onsets": [6.5]}],
            "order": ["bell", "clap"], "n_events": 2}
-    assert attributes_of(sfx) == {"event": "bell", "n_events": "2", "second_event": "clap", "loudness": "quiet"}
+    assert attributes_of(sfx) == {"event": "bell", "n_events": "2", "second_event": "clap", "loudness": "quiet",
+                                  "count": "5", "speed": "fast", "second_count": "1"}
+    # a continuous event has no count but states its speed; a single hit states no speed
+    rain = {"events": [{"type": "rain", "loudness": "loud", "speed": "slow", "onsets": [0.2]}], "n_events": 1}
+    assert attributes_of(rain) == {"event": "rain", "n_events": "1", "second_event": "none", "loudness": "loud",
+                                   "speed": "slow"}
+    one = {"events": [{"type": "knock", "loudness": "loud", "count": 1, "speed": "fast", "onsets": [0.2]}]}
+    assert "speed" not in attributes_of(one) and attributes_of(one)["count"] == "1"
+    # the clap's hit at 6.5 s is after the judge's 6 s window: its count gets no training label
+    assert _out_of_window(sfx, 6.0) == {"second_count"} and _out_of_window(one, 6.0) == set()
     music = {"instrument_family": "keyboard", "tempo": "fast", "mode": "minor", "drums": False, "dynamics": "medium",
              "bpm": 137}
     assert attributes_of(music) == {"instrument_family": "keyboard", "tempo": "fast", "mode": "minor",
@@ -50,7 +68,41 @@ def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
     for k, p in post.items():
         assert p.shape == (5, len(judge.cfg.attributes[k])) and torch.allclose(p.sum(-1), torch.ones(5), atol=1e-5)
     ev = evaluate_judge(judge, corpora, progress=False)
-    assert ev["clips"] == len(clips) and set(ev["attribute_accuracy"]) <= set(judge.cfg.attributes)
+    assert ev["clips"] == len(clips) and set(ev["attribute_accuracy"]) <= set(judge.cfg.attributes) | {"order"}
+
+
+def test_chroma_head_is_invariant_to_transposition_and_sees_the_mode():
+    torch.manual_seed(0)
+    head = ChromaHead(2, 8)
+    chroma = torch.rand(3, 24, 50)
+    frames = torch.tensor([50, 30, 10])
+    out = head(chroma, frames)
+    for k in (1, 5, 11):  # every pitch class moved up k semitones (both profiles): the same logits
+        moved = torch.cat([chroma[:, :12].roll(k, 1), chroma[:, 12:].roll(k, 1)], dim=1)
+        torch.testing.assert_close(head(moved, frames), out)
+    # padded frames are not part of the profile
+    padded = chroma.clone()
+    padded[1, :, 30:] = 100.0
+    torch.testing.assert_close(head(padded, frames)[1], out[1])
+    # a C major and a C minor triad (in both profiles) give different logits
+    major, minor = torch.zeros(1, 24, 4), torch.zeros(1, 24, 4)
+    for pc in (0, 4, 7):
+        major[0, [pc, 12 + pc]] = 1.0
+    for pc in (0, 3, 7):
+        minor[0, [pc, 12 + pc]] = 1.0
+    assert not torch.allclose(head(major, torch.tensor([4])), head(minor, torch.tensor([4])))
+
+
+def test_chroma_reads_the_pitch_class_of_a_tone():
+    from halm.judge import SAMPLE_RATE, chroma16
+
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    for hz, pc in ((523.25, 0), (440.0, 9), (110.0, 9), (196.0, 7)):  # C5, A4, A2, G3
+        c = chroma16(torch.sin(2 * torch.pi * hz * t)).sum(-1)
+        assert int(c[:12].argmax()) == pc
+        assert (int(c[12:].argmax()) == pc) == (hz <= 260)  # the bass profile holds only tones below 260 Hz
+        if hz > 260:
+            assert float(c[12:].sum()) < 0.05 * float(c[:12].sum())  # only the window's side lobes
 
 
 def test_missing_judge_dir_says_how_to_make_one(tmp_path):
@@ -68,12 +120,17 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
     train_judge([corpus], str(tmp_path / "judge"), steps=3, batch_size=4, progress=False)
     train("tiny-t2a", str(t2a_data), str(tmp_path / "run"), steps=2,
           overrides=["batch_size=2", "eval_every=100"], progress=False)
-    kw = dict(n=4, seconds=1.0, judge_dir=str(tmp_path / "judge"), batch=2, progress=False)
+    kw = dict(n=6, seconds=1.0, judge_dir=str(tmp_path / "judge"), batch=2, progress=False)
     a = eval_t2a(str(tmp_path / "run"), corpus, str(tmp_path / "report"), **kw)
     assert {"fad", "kl", "clap", "controllability", "reference"} <= set(a)
     assert set(a["reference"]) == {"clap", "controllability"} and "event" in a["controllability"]
     assert a["fad"] >= 0 and a["kl"] >= 0 and -1 <= a["clap"] <= 1
-    assert (tmp_path / "report" / "report.md").exists() and len(list((tmp_path / "report" / "samples").glob("*.wav"))) == 4
+    assert (tmp_path / "report" / "report.md").exists() and len(list((tmp_path / "report" / "samples").glob("*.wav"))) == 6
+    assert a["judge_version"] == 2 and len(a["judge_sha256"]) == 64 and a["fad_inf"] is not None
+    rows = a["per_caption"]
+    assert len(rows) == 6 and set(rows[0]) == {"id", "text", "target", "generated", "reference", "clap", "reference_clap"}
+    hits = [r["generated"]["event"] == r["target"]["event"] for r in rows]
+    assert a["controllability"]["event"] == pytest.approx(sum(hits) / len(hits))  # the rows add up to the table
     b = eval_t2a(str(tmp_path / "run"), corpus, None, **kw)
     assert a["fad"] == b["fad"] and a["clap"] == b["clap"]  # same seed, same clips, same scores
     assert a["models"] == {k: f"judge:{tmp_path / 'judge'}" for k in ("fad", "kl", "clap")} and "judge" not in a

@@ -242,6 +242,16 @@ def test_cfg_coef_one_equals_conditional_logits():
     torch.testing.assert_close(g3, u + 3.0 * (model(inputs, *cond) - u), atol=1e-4, rtol=1e-4)
 
 
+def test_cfg_coef_zero_ignores_the_text_the_null_caption_floor():
+    model = tiny()
+    emb, mask = text(2)
+    other, _ = text(2, seed=5)
+    a = generate_t2a(model, emb[:2], mask[:2], 30, cfg_coef=0.0, seed=3)
+    assert torch.equal(a, generate_t2a(model, other[:2], mask[:2], 30, cfg_coef=0.0, seed=3))
+    assert not torch.equal(generate_t2a(model, emb[:2], mask[:2], 30, cfg_coef=1.0, seed=3),
+                           generate_t2a(model, other[:2], mask[:2], 30, cfg_coef=1.0, seed=3))
+
+
 def test_generation_is_seeded_uses_the_cache_correctly_and_keeps_the_prompt():
     model = tiny()
     emb, mask = text(2)
