@@ -432,6 +432,10 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
             out["val_nll_uncond"] = r["nll_uncond"]
         return out
 
+    # RUN/best: a copy of the run (config.json + checkpoint/) at the step of the lowest dev NLL so far
+    best_path = run / "best" / "best.json"
+    best_nll = json.loads(best_path.read_text())["val_nll"] if best_path.exists() else float("inf")
+
     pbar = tqdm(total=tcfg.steps, initial=step, desc=f"train {preset}", disable=not progress or rank != 0,
                 dynamic_ncols=True)
     model.train()
@@ -497,6 +501,14 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
                 last_val = validate()
                 if last_val:
                     log({"step": step, "tokens": tokens_seen, **last_val})
+                if last_val and last_val["val_nll"] < best_nll:
+                    best_nll = last_val["val_nll"]
+                    (run / "best").mkdir(exist_ok=True)
+                    atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
+                    save_checkpoint(run / "best", model, ema, optimizer,
+                                    {"step": step, "tokens": tokens_seen, "elapsed": elapsed_before + time.perf_counter()
+                                     - t_start, "sampler": sampler.state(), "torch_rng": torch.get_rng_state()})
+                    atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
             if world > 1:
                 dist.barrier()
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:

@@ -43,6 +43,11 @@ def test_training_lowers_validation_nll(tmp_path, lm_data, preset):
     assert cfg["family"] == preset_config(preset)[0] and cfg["model"]["context"] == 128
     assert cfg["data"]["codec"]["name"] == "halm-small" and cfg["train"]["steps"] == 40
     assert any((tmp_path / "run" / "tb").iterdir())  # TensorBoard events
+    # RUN/best holds the step of the lowest dev NLL: a run folder of its own that loads like any run
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best == {"step": 20 * (1 + int(vals[1] < vals[0])), "val_nll": min(vals)}
+    model, rc = load_run(tmp_path / "run" / "best")
+    assert rc == cfg and model.training is False
 
 
 def _train_cmd(data, out, steps):
