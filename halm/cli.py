@@ -19,10 +19,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from halm.data import SourceError
     from halm.data.prepare import DatasetMismatch
     from halm.data.synth import CorpusMismatch
+    from halm.listen import ListenError
     from halm.train import RunMismatch, TrainingDiverged
 
     return (AudioError, SourceError, CorpusMismatch, CodecError, DatasetMismatch, FileNotFoundError, RunMismatch,
-            TrainingDiverged, ValueError)
+            TrainingDiverged, ListenError, ValueError)
 
 
 def cmd_synth(args) -> int:
@@ -136,6 +137,43 @@ def cmd_judge_eval(args) -> int:
               f"(chance R@1 {r['chance_r_at_1']:.3f})")
         for k, v in r["attribute_accuracy"].items():
             print(f"  {k:>18}: {100 * v:.1f}%")
+    return 0
+
+
+def cmd_listen(args) -> int:
+    from halm.listen import Listener, ListenError, serve, summarize
+
+    if args.summary:
+        if args.dir or args.a or args.b:
+            raise ListenError("--summary reads votes only; leave out --dir / --a / --b")
+        if not (Path(args.summary) / "votes.jsonl").exists():
+            raise ListenError(f"{args.summary}: no votes.jsonl (run the A/B test with --out {args.summary} first)")
+        r = summarize(args.summary)
+        if args.json:
+            print(json.dumps(r))
+        else:
+            ci = f"95% CI {100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}%" if r["ci95"] else "no decided votes"
+            share = f"{100 * r['share_b']:.1f}%" if r["share_b"] is not None else "—"
+            print(f"{r['n']} votes from {r['raters']} raters: A {r['a']}, B {r['b']}, same {r['same']}; "
+                  f"B preferred in {share} of decided votes ({ci})")
+            for pair, t in r["per_pair"].items():
+                print(f"  {pair}: A {t['a']}, B {t['b']}, same {t['same']}" + (f"  ({t['caption']})" if t["caption"] else ""))
+        return 0
+    if args.a or args.b or args.out:
+        if not (args.a and args.b and args.out) or args.dir:
+            raise ListenError("the A/B test needs --a DIR_A --b DIR_B --out OUT (and no --dir)")
+        listener = Listener([args.a, args.b], ab_out=args.out, seed=args.seed)
+        what = f"A/B test of {len(listener.pairs)} pairs, votes to {args.out}/votes.jsonl"
+    else:
+        listener = Listener(args.dir or [])
+        what = f"{sum(len(c) for c in listener.clips)} clips of {len(listener.dirs)} folder(s)"
+    server = serve(listener, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"halm listen: {what} on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
@@ -349,6 +387,8 @@ def cmd_generate(args) -> int:
         o, p = _write_generation(r["audio"][i], r["sample_rate"], out, png, frame_rate, r["prompt_frames"] / frame_rate,
                                  f"{rc['preset']}: \"{caption}\" (cfg {args.cfg}, seed {args.seed})")
         outs.append({"caption": caption, "out": o, "png": p})
+        Path(o).with_suffix(".json").write_text(json.dumps({"caption": caption, "run": str(args.run), "cfg": args.cfg,
+                                                            "seed": args.seed, "seconds": args.seconds}) + "\n")
     result = {"samples": outs, "seconds_generated": r["seconds_generated"], "steps": r["steps"],
               "frames_per_s": round(r["frames_per_s"], 1), "realtime_factor": round(r["realtime_factor"], 2),
               "cfg": args.cfg, "seed": args.seed}
@@ -579,6 +619,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="recompute the whole window each step (slow; for checks)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("listen", help="a local page to listen through generated audio, or a blind A/B test",
+                       description="Gallery: every WAV of --dir folders side by side, with captions, spectrograms "
+                       "and the judge's reading (eval-t2a folders). A/B: the WAVs that --a and --b share by name, one "
+                       "pair at a time, sides in seeded random order, votes appended to OUT/votes.jsonl; --summary "
+                       "OUT tallies them (halm/listen.py). Plain HTML: works without JavaScript.")
+    s.add_argument("--dir", action="append", help="a folder of WAVs to show (repeat for side-by-side columns)")
+    s.add_argument("--a", help="A/B test: folder A (e.g. eval-t2a --out of the baseline)")
+    s.add_argument("--b", help="A/B test: folder B (the same captions from the other model)")
+    s.add_argument("--out", help="A/B test: folder for votes.jsonl")
+    s.add_argument("--summary", metavar="OUT", help="tally the votes in OUT/votes.jsonl and exit")
+    s.add_argument("--seed", type=int, default=0, help="A/B test: seed of the pair order and sides (default 0)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    s.add_argument("--json", action="store_true", help="--summary: print one JSON object and nothing else")
+    s.set_defaults(func=cmd_listen)
 
     s = sub.add_parser("demo", help="run the offline end-to-end demo",
                        description="Fully offline demo: synthesise small speech/music/sfx corpora and run the causal "
