@@ -183,7 +183,7 @@ def cmd_eval_t2a(args) -> int:
     out = args.out or str(Path(args.run) / "eval_t2a")
     r = eval_t2a(args.run, args.captions, out, n=args.n, cfg_coef=args.cfg, seed=args.seed, seconds=args.seconds,
                  judge_dir=args.judge, progress=not args.json, fad_model=args.fad_model, kl_model=args.kl_model,
-                 clap_model=args.clap_model)
+                 clap_model=args.clap_model, codec_ceiling=not args.no_codec_ceiling)
     if args.json:
         print(json.dumps(r))
     else:
@@ -451,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same scores (default 0)")
     s.add_argument("--seconds", type=float, help="seconds per generated clip (default: the judge's window, 6 s)")
     s.add_argument("--judge", help="judge directory (default: the shipped halm judge)")
+    s.add_argument("--no-codec-ceiling", action="store_true", help="skip scoring the references encoded and decoded by "
+                   "the run's codec (the ceiling generated audio can reach; on by default)")
     s.add_argument("--fad-model", default="judge", metavar="SPEC",
                    help="embeddings for FAD: judge (default), vggish:FILE (torchvggish's vggish-10086976.pth), "
                    "clap:DIR (Hugging Face CLAP folder) or laion-clap:FILE (needs the laion_clap package)")

@@ -16,6 +16,8 @@ embedding space (halm.judge; the shipped one unless --judge):
 - controllability: per attribute, the share of generated clips the judge classifies as the caption says;
   `order` (two-event captions) counts both events right and in order;
 - reference: clap and controllability of the reference clips themselves (the ceilings);
+- reference_codec: the same for the reference clips encoded and decoded by the run's codec with the
+  model's n_q codebooks (plus their FAD to the originals): the ceiling that generated audio can reach;
 - per_caption: one row per caption (id, text, the caption's attributes, the judge's reading of the
   generated and of the reference clip, each clip's CLAP cosine).
 cfg 0 samples from the null condition alone (the text is ignored): the null-caption floor.
@@ -37,9 +39,10 @@ import numpy as np
 
 def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_coef: float = 3.0, seed: int = 0,
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
-             fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge") -> dict:
+             fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge",
+             codec_ceiling: bool = True) -> dict:
     from halm.data import open_source
-    from halm.generate import text_to_audio
+    from halm.generate import codec_of_run, text_to_audio
     from halm.judge import (
         _sentence_embeddings,
         clip_from_wav,
@@ -80,6 +83,19 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
             wavs.append((it.id, wav, g["sample_rate"]))
     ref_emb, ref_post = embed_clips(judge, ref)
     gen_emb, gen_post = embed_clips(judge, gen)
+    if codec_ceiling:  # the references through the run's codec and its n_q codebooks: what generation can reach
+        import torch
+
+        from halm.audio import mono_at
+
+        codec = codec_of_run(rc)
+        resynth = []
+        for it, (wav, sr) in zip(items, ref_wavs):
+            x = torch.from_numpy(mono_at(wav, sr, codec.sample_rate))[None, None]  # (1, 1, N)
+            with torch.no_grad():
+                y = codec.decode(codec.encode(x, codec.sample_rate)[:, : model.cfg.n_q])[0, 0].float().cpu().numpy()
+            resynth.append(clip_from_wav(y, codec.sample_rate, it.text, it.attributes, judge.cfg.n_mels, it.id))
+        codec_emb, codec_post = embed_clips(judge, resynth)
     text = judge.text_embed(_sentence_embeddings([it.text for it in items], judge.cfg.text_encoder)).detach()
     targets = {k: [c["attributes"].get(k) for c in ref] for k in judge.cfg.attributes}
     targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
@@ -106,6 +122,12 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
               "clap": clap_score(text.numpy(), gen_emb.numpy()),
               "controllability": controllability(gen_post),
               "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()), "controllability": controllability(ref_post)}}
+    if codec_ceiling:
+        cf = fad_bootstrap(ref_emb.numpy(), codec_emb.numpy(), n_boot=100, seed=seed)
+        result["reference_codec"] = {
+            "n_q": model.cfg.n_q, "clap": clap_score(text.numpy(), codec_emb.numpy()),
+            "controllability": controllability(codec_post), "fad": cf["fad"], "fad_std": cf["std"],
+            "fad_inf": fad_inf(ref_emb.numpy(), codec_emb.numpy(), seed=seed)["fad_inf"] if len(items) >= 6 else None}
     if any(scorers.values()):
         result["judge"] = {k: result[k] for k in ("fad", "fad_std", "fad_inf", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
         gen_wavs = [(w, sr) for _, w, sr in wavs]
@@ -144,13 +166,22 @@ def _write_report(out: Path, r: dict, wavs, ref, gen):
              f"{r['n']} captions of {r['captions']}, CFG {r['cfg']}, seed {r['seed']}, {r['seconds']} s each; judge "
              f"{r['judge_dir']} (version {r['judge_version']}, weights sha256 {r['judge_sha256'][:16]}; halm/judge.py).",
              "",
-             "| metric | scorer | generated | reference (ceiling) |", "|---|---|---|---|",
-             f"| FAD | {r['models']['fad']} | {r['fad']:.4f} ± {r['fad_std']:.4f} | 0 |",
-             f"| FAD∞ | {r['models']['fad']} | {_num(r['fad_inf'])} | 0 |",
-             f"| KL(ref ‖ gen) | {r['models']['kl']} | {r['kl']:.3f} | 0 |",
-             f"| CLAP score | {r['models']['clap']} | {r['clap']:.3f} | {r['reference']['clap']:.3f} |"]
+             "| metric | scorer | generated | reference (ceiling) | reference through the codec |",
+             "|---|---|---|---|---|"]
+    rc = r.get("reference_codec") or {}
+
+    def cc(key, fmt):
+        return fmt(rc[key]) if rc.get(key) is not None else "—"
+
+    lines += [f"| FAD | {r['models']['fad']} | {r['fad']:.4f} ± {r['fad_std']:.4f} | 0 | {cc('fad', lambda v: f'{v:.4f}')} |",
+              f"| FAD∞ | {r['models']['fad']} | {_num(r['fad_inf'])} | 0 | {cc('fad_inf', _num)} |",
+              f"| KL(ref ‖ gen) | {r['models']['kl']} | {r['kl']:.3f} | 0 | |",
+              f"| CLAP score | {r['models']['clap']} | {r['clap']:.3f} | {r['reference']['clap']:.3f} | "
+              f"{cc('clap', lambda v: f'{v:.3f}')} |"]
     for k, v in r["controllability"].items():
-        lines.append(f"| controllability: {k} | judge | {100 * v:.1f}% | {100 * r['reference']['controllability'][k]:.1f}% |")
+        codec = f"{100 * rc['controllability'][k]:.1f}%" if rc else "—"
+        lines.append(f"| controllability: {k} | judge | {100 * v:.1f}% | {100 * r['reference']['controllability'][k]:.1f}% "
+                     f"| {codec} |")
     lines += ["", "![reference vs generated](spectrograms.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(r, indent=2) + "\n")

@@ -126,6 +126,8 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
     assert set(a["reference"]) == {"clap", "controllability"} and "event" in a["controllability"]
     assert a["fad"] >= 0 and a["kl"] >= 0 and -1 <= a["clap"] <= 1
     assert (tmp_path / "report" / "report.md").exists() and len(list((tmp_path / "report" / "samples").glob("*.wav"))) == 6
+    codec = a["reference_codec"]  # the references through the run's codec with its 4 codebooks
+    assert codec["n_q"] == 4 and codec["fad"] > 0 and set(codec["controllability"]) == set(a["controllability"])
     assert a["judge_version"] == 2 and len(a["judge_sha256"]) == 64 and a["fad_inf"] is not None
     rows = a["per_caption"]
     assert len(rows) == 6 and set(rows[0]) == {"id", "text", "target", "generated", "reference", "clap", "reference_clap"}
