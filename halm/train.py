@@ -262,8 +262,19 @@ def checkpoint_dir(run: Path) -> Path | None:
     return complete_checkpoint_dir(Path(run) / "checkpoint", ("model.safetensors", "state.pt"))
 
 
+# Runs shipped inside the package, loadable by name wherever a run folder is expected (fp16 weights).
+SHIPPED_RUNS = {"halm-sfx-small": Path(__file__).parent / "assets" / "t2a_halm_sfx_small"}
+
+
+def resolve_run(run: str | os.PathLike) -> Path:
+    """A run folder, or the folder of a shipped run named `run` (when no folder of that name exists)."""
+    if str(run) in SHIPPED_RUNS and not Path(run).exists():
+        return SHIPPED_RUNS[str(run)]
+    return Path(run)
+
+
 def read_run_config(run: str | os.PathLike) -> dict:
-    path = Path(run) / "config.json"
+    path = resolve_run(run) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run}: no config.json — not a run made by `halm train`")
     return json.loads(path.read_text())
@@ -277,13 +288,14 @@ def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
 
     rc = read_run_config(run)
     model = build_model(rc["family"], config_from_dict(rc["family"], rc["model"]))
-    ck = checkpoint_dir(Path(run))
+    shipped = str(run) in SHIPPED_RUNS and not Path(run).exists()
+    ck = SHIPPED_RUNS[str(run)] / "checkpoint" if shipped else checkpoint_dir(Path(run))  # shipped: weights only
     if ck is None:
         raise FileNotFoundError(f"{run}: no checkpoint yet; train first (halm train … --out {run})")
     name = "ema" if weights == "ema" or (weights == "auto" and (ck / "ema.safetensors").exists()) else "model"
     if not (ck / f"{name}.safetensors").exists():
         raise FileNotFoundError(f"{ck}: no {name}.safetensors (train with --set ema_decay=0.999 for EMA weights)")
-    model.load_state_dict(load_file(str(ck / f"{name}.safetensors")))
+    model.load_state_dict(load_file(str(ck / f"{name}.safetensors")))  # fp16 weights (shipped) are cast on copy
     model.run_config = rc
     return model.to(device).eval(), rc
 
