@@ -151,9 +151,22 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
         eval_t2a(str(tmp_path / "gpt"), corpus, None, **kw)
 
 
+def test_judge_training_is_deterministic_for_a_seed(corpora, tmp_path):
+    from safetensors.torch import load_file
+
+    from halm.judge import train_judge
+
+    for name in ("a", "b"):
+        train_judge(corpora, str(tmp_path / name), steps=4, batch_size=6, seed=3, progress=False)
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     judge = load_judge()
-    assert {"event", "n_events", "second_event", "instrument_family", "tempo", "drums"} <= set(judge.cfg.attributes)
+    assert judge.cfg.version == 2 and set(judge.chroma_heads) == {"mode"}
+    assert {"event", "count", "second_count", "speed", "loudness", "n_events", "second_event", "instrument_family",
+            "tempo", "drums", "dynamics", "mode"} <= set(judge.cfg.attributes)
     mel = torch.full((2, judge.cfg.n_mels, 300), -3.0)
     emb = judge.audio_embed(mel, torch.tensor([300, 150]))
     assert emb.shape == (2, judge.cfg.dim) and torch.isfinite(emb).all()
