@@ -56,3 +56,13 @@ def truncate_metrics(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def save_weights(state: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """safetensors save_file with the usual file permissions (it creates files 0600 whatever the umask)."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata=metadata)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

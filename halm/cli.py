@@ -63,7 +63,7 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.source}: {n} items, {with_text} with text, splits {splits}")
+        print(f"{args.source}: {n} items, {with_text} with text, {n - with_text} without, splits {splits}")
         for m in missing[:20]:
             print(f"  missing: {m}")
         for d in dupes[:20]:

@@ -308,12 +308,12 @@ def _batch(clips: list[dict], n_frames: int, rng: np.random.Generator | None):
 
 # ---- train / save / load / eval -----------------------------------------------------------------
 def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
-    from safetensors.torch import save_file
+    from halm.checkpoint import save_weights
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in judge.state_dict().items()}, str(tmp))
+    save_weights({k: v.detach().contiguous() for k, v in judge.state_dict().items()}, str(tmp))
     os.replace(tmp, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
 

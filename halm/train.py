@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -246,12 +247,12 @@ def _state_dict_for_saving(model: nn.Module) -> dict:
 
 
 def save_checkpoint(run: Path, model, ema, optimizer, state: dict):
-    from safetensors.torch import save_file
+    from halm.checkpoint import save_weights
 
     def write(folder: Path):
-        save_file(_state_dict_for_saving(model), str(folder / "model.safetensors"))
+        save_weights(_state_dict_for_saving(model), str(folder / "model.safetensors"))
         if ema is not None:
-            save_file(_state_dict_for_saving(ema), str(folder / "ema.safetensors"))
+            save_weights(_state_dict_for_saving(ema), str(folder / "ema.safetensors"))
         torch.save({**state, "optimizer": optimizer.state_dict()}, folder / "state.pt")
 
     write_checkpoint_dir(run / "checkpoint", write)
@@ -271,6 +272,22 @@ def resolve_run(run: str | os.PathLike) -> Path:
     if str(run) in SHIPPED_RUNS and not Path(run).exists():
         return SHIPPED_RUNS[str(run)]
     return Path(run)
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """'field: X there vs Y asked' for every setting that must match to resume (train.steps may change)."""
+    out = []
+    for part in ("model", "train"):
+        for k in sorted(set(old[part]) | set(new[part])):
+            if k != "steps" and old[part].get(k) != new[part].get(k):
+                out.append(f"{part}.{k}: {old[part].get(k)!r} there vs {new[part].get(k)!r} asked")
+    if old["family"] != new["family"]:
+        out.append(f"family: {old['family']} there vs {new['family']} asked")
+    for k in ("path", "codec", "mel", "mel_source"):
+        a, b = old["data"].get(k), new["data"].get(k)
+        if a != b:
+            out.append(f"data.{k}: {a!r} there vs {b!r} asked" if k == "path" else f"data.{k} differs")
+    return out
 
 
 def read_run_config(run: str | os.PathLike) -> dict:
@@ -341,6 +358,9 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
     dev_ds = open_dataset(data, "dev")
     if len(train_ds) == 0:
         raise ValueError(f"{data}: the train split is empty")
+    if len(dev_ds) == 0 and rank == 0:
+        print(f"halm train: warning: {data} has no dev split: training without validation (no val_nll, no RUN/best)",
+              file=sys.stderr)
     if mcfg.vocab_size < int(train_ds.codec["codebook_size"]):
         raise ValueError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
     if family == "t2a" and mcfg.n_q > train_ds.n_codebooks:
@@ -358,12 +378,12 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
                                                     "frame_rate": train_ds.frame_rate}}
     if (run / "config.json").exists():
         old = read_run_config(run)
-        diffs = [k for k in ("family", "model", "train") if old[k] != run_config[k]]
-        if old["data"]["codec"] != run_config["data"]["codec"] or old["data"]["mel"] != run_config["data"]["mel"]:
-            diffs.append("data (codec or mel settings)")
+        diffs = config_differences(old, run_config)
         if diffs:
-            raise RunMismatch(f"{run} was made with other settings ({', '.join(diffs)}); rerun the identical "
-                              f"command to resume, or choose a new --out")
+            raise RunMismatch(f"{run} was made with other settings ({'; '.join(diffs)}); rerun the identical "
+                              f"command to resume (a higher --steps extends it), or choose a new --out")
+        if old["train"]["steps"] != tcfg.steps and rank == 0:  # extending (or shortening) a run: record it
+            atomic_write_text(run / "config.json", json.dumps({**old, "train": tcfg.to_dict()}, indent=2) + "\n")
     elif rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "config.json", json.dumps(run_config, indent=2) + "\n")
@@ -482,7 +502,8 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
         if not torch.isfinite(step_loss):
             raise TrainingDiverged(f"step {step + 1}: loss is {step_loss.item()}; items in this process's batch: "
                                    f"{sorted({i for row in ids for i in row})[:20]}. Lower --set lr=… or check those "
-                                   f"items; the last good checkpoint is in {run}/checkpoint")
+                                   f"items; " + (f"the last good checkpoint is in {run}/checkpoint" if checkpoint_dir(run)
+                                                 else "no checkpoint was written yet"))
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 
 def main():
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from halm.checkpoint import save_weights
     from halm.train import checkpoint_dir, read_run_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +34,7 @@ def main():
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(ck / f"{name}.safetensors")).items()}
     out = Path(args.out)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / "checkpoint" / "model.safetensors"))
+    save_weights(state, str(out / "checkpoint" / "model.safetensors"))
     best = Path(args.run) / "best.json"
     rc["shipped"] = {"from_step": json.loads(best.read_text())["step"] if best.exists() else rc["train"]["steps"],
                      "weights": f"{name} weights in fp16",

@@ -62,9 +62,10 @@ def test_prepare_writes_aligned_codes_and_mel(tmp_path, corpus, codec_dir):
         assert item.text and "events" in item.attributes
         assert isinstance(item.codes.base, np.memmap) or isinstance(item.codes, np.memmap)
     splits = {s: len(open_dataset(tmp_path / "data", s)) for s in ("train", "dev", "test")}
-    assert sum(splits.values()) == n_items and splits["train"] > 0
-    for item in open_dataset(tmp_path / "data", "test"):
-        assert hash_split(item.id, 0.2, 0.2) == "test"
+    assert sum(splits.values()) == n_items and min(splits.values()) > 0  # >= 3 items: no split left empty
+    for name in ("dev", "test"):
+        by_hash = [it for it in open_dataset(tmp_path / "data", name) if hash_split(it.id, 0.2, 0.2) == name]
+        assert len(by_hash) == splits[name] or (not by_hash and splits[name] == 1)  # the hash, or one moved item
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, corpus, codec_dir, write_audio):

@@ -316,7 +316,7 @@ class Codec:
 
     def save(self, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
         """Write config.json + model.safetensors (inference weights only), loadable by `Codec.load(folder)`."""
-        from safetensors.torch import save_file
+        from halm.checkpoint import save_weights
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,7 @@ class Codec:
                  if not k.endswith(("cluster_size", "embed_avg", "inited"))}
         state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
         tmp = folder / "model.safetensors.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt", "halm": "codec"})
+        save_weights(state, str(tmp), metadata={"format": "pt", "halm": "codec"})
         os.replace(tmp, folder / "model.safetensors")
         (folder / "config.json").write_text(json.dumps(self.model.config.to_dict(), indent=2, default=str) + "\n")
         return folder

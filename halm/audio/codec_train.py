@@ -223,7 +223,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
     codebooks, optimizer, RNG, step) starts this run, which may use other settings (a recipe change
     mid-training, recorded in out/init_from.json); ignored once `out` has a checkpoint of its own."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from halm.checkpoint import save_weights
 
     out = Path(out)
     state_dir = out / "train_state"  # written as a whole by halm.checkpoint (a kill leaves one complete step)
@@ -323,9 +325,9 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     t0, audio_done = time.perf_counter(), 0.0
 
     def write_state(folder: Path):
-        save_file(_cpu_state(model), str(folder / "model.safetensors"))
+        save_weights(_cpu_state(model), str(folder / "model.safetensors"))
         if disc is not None:
-            save_file(_cpu_state(disc), str(folder / "discriminator.safetensors"))
+            save_weights(_cpu_state(disc), str(folder / "discriminator.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
                     **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}

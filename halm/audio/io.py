@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 SILENCE_PEAK = 1e-4  # peak |x| below this (-80 dBFS) counts as silent-only audio
+MAX_PEAK = 64.0  # float audio lies in [-1, 1]; a peak above +36 dBFS is not audio a codec can be asked to encode
 
 
 class AudioError(ValueError):
@@ -83,6 +84,12 @@ def load_audio(
         raise AudioError(p, "empty audio (0 samples)")
     if not np.isfinite(data).all():
         raise AudioError(p, "contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if 1.5 < peak <= 32768.0 and np.array_equal(data, np.round(data)):
+        raise AudioError(p, f"integer sample values stored as float (peak {peak:.0f}): rescale to [-1, 1] "
+                            "(divide 16-bit values by 32768)")
+    if peak > MAX_PEAK:
+        raise AudioError(p, f"peak {peak:.3g} is far above full scale (float audio lies in [-1, 1])")
     wav = np.ascontiguousarray(data.T)  # (C, N)
     if mono and wav.shape[0] > 1:
         wav = wav.mean(axis=0, keepdims=True)
@@ -101,6 +108,12 @@ class AudioWarning(UserWarning):
     pass
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
     """Write (C, N) or (N,) float audio as WAV, atomically (temp file + rename). Clips to [-1, 1]."""
     p = Path(path)
@@ -115,6 +128,7 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, subty
     os.close(fd)
     try:
         sf.write(tmp, data, int(sample_rate), subtype=subtype, format="WAV")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a WAV gets the usual permissions
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):

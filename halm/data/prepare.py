@@ -19,6 +19,9 @@ causal mel covers exactly the audio of codec frame t.
 
 Splits: a source's own split (LibriSpeech train/dev/test; a manifest's "split") is kept; other items
 get a deterministic split from a hash of their id: `test_share` test, `dev_share` dev, rest train.
+With >= 3 items no asked-for split is left empty (the nearest train item by hash moves there); an
+empty split is reported. Items are checked after encoding too: codes outside the codebook or a
+non-finite / absurd mel skip the item with the reason.
 """
 
 from __future__ import annotations
@@ -66,6 +69,21 @@ class PrepareConfig:
 def hash_split(item_id: str, test_share: float, dev_share: float) -> str:
     u = int(hashlib.sha1(item_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if u < test_share else "dev" if u < test_share + dev_share else "train"
+
+
+def _ensure_splits(items, cfg: PrepareConfig) -> None:
+    """Hash splits of >= 3 items leave no asked-for split empty: the train items whose hashes lie nearest
+    the test (then dev) range move there. Sources with their own splits are left as they are."""
+    if len(items) < 3 or any(it.split for it in items):
+        return
+    u = {it.id: int(hashlib.sha1(it.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for it in items}
+    for it in items:
+        it.split = hash_split(it.id, cfg.test_share, cfg.dev_share)
+    for name, share, target in (("test", cfg.test_share, 0.0), ("dev", cfg.dev_share, cfg.test_share)):
+        if share > 0 and not any(it.split == name for it in items):
+            train = [it for it in items if it.split == "train"]
+            if len(train) > 1:
+                min(train, key=lambda it: abs(u[it.id] - target)).split = name
 
 
 def _source_digest(items) -> str:
@@ -138,8 +156,15 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
         else:
             mel = causal_log_mel(batch[:, 0], mel_cfg)  # (B, T, r, M)
         for b, j in enumerate(group):
-            codes_out[j] = codes[b, :, : frames[b]].numpy().astype(np.uint16)
-            mels_out[j] = mel[b, : frames[b]].numpy().astype(np.float16)
+            c, m = codes[b, :, : frames[b]], mel[b, : frames[b]].float()
+            if bad := _bad_features(c, m, codec.codebook_size):  # check what was produced, not only what was read
+                skipped.append({"id": loaded[j][0].id, "path": str(loaded[j][0].path), "reason": bad})
+                continue
+            codes_out[j] = c.numpy().astype(np.uint16)
+            mels_out[j] = m.numpy().astype(np.float16)
+    loaded = [x for j, x in enumerate(loaded) if j in codes_out]
+    codes_out = dict(enumerate(codes_out[j] for j in sorted(codes_out)))
+    mels_out = dict(enumerate(mels_out[j] for j in sorted(mels_out)))
     rows, offset, seconds = [], 0, 0.0
     for j, (it, wav) in enumerate(loaded):
         T = codes_out[j].shape[1]
@@ -159,6 +184,20 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
     with open(shard_dir / "skipped.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in skipped)
     return seconds, len(rows)
+
+
+MEL_LIMIT = 1000.0  # |log-mel| beyond this (or beyond float16) is not a spectrum of real audio
+
+
+def _bad_features(codes: torch.Tensor, mel: torch.Tensor, codebook_size: int) -> str | None:
+    """Why an item's codes (K, T) / mel (T, r, M) cannot be stored, or None."""
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        return f"the codec produced codes outside [0, {codebook_size})"
+    if not torch.isfinite(mel).all():
+        return f"the mel of this audio is not finite ({100 * float((~torch.isfinite(mel)).float().mean()):.0f}% of values)"
+    if mel.numel() and float(mel.abs().max()) > MEL_LIMIT:
+        return f"the mel of this audio is out of range (|value| up to {float(mel.abs().max()):.3g})"
+    return None
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -215,6 +254,7 @@ def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = Non
     (out / "shards").mkdir(parents=True, exist_ok=True)
     index_path.write_text(json.dumps({**expected, "complete": False}, indent=2) + "\n")
 
+    _ensure_splits(items, cfg)
     shards = [items[i: i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
     todo = [(k, s, str(out)) for k, s in enumerate(shards) if not (out / "shards" / f"shard_{k:05d}").is_dir()]
     total_s = sum(r["seconds"] for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir()
@@ -255,11 +295,17 @@ def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = Non
         skipped += _jsonl(d / "skipped.jsonl")
     with open(out / "skipped.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in skipped)
-    index = {**expected, "complete": True, "n_shards": len(shards), "splits": splits, "n_skipped": len(skipped)}
+    for name in ("train", "dev", "test"):
+        if name not in splits:
+            print(f"halm prepare: warning: {out} has no {name} items", file=sys.stderr)
+    without_text = sum(1 for it in items if not (it.text or "").strip())
+    index = {**expected, "complete": True, "n_shards": len(shards), "splits": splits, "n_skipped": len(skipped),
+             "n_without_text": without_text}
     tmp = index_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, index_path)
     return {"out": str(out), "items": sum(s["items"] for s in splits.values()), "skipped": len(skipped),
+            "without_text": without_text,
             "splits": splits, "new_seconds": round(new_s, 2), "elapsed_s": round(elapsed, 2),
             "realtime_factor": round(new_s / elapsed, 1) if todo and elapsed > 0 else None,
             "previously_done_seconds": round(total_s, 2)}

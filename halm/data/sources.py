@@ -7,7 +7,12 @@
   no split (a preparer assigns one).
 - JSONL manifest (MusicCaps/AudioCaps style): one object per line with "path" (relative paths are
   resolved against the manifest's folder), "text" or "caption", optional "id", "split",
-  "attributes" (an object) and any other keys (also kept as attributes).
+  "attributes" (an object) and any other keys (also kept as attributes). Splits: train / dev / test;
+  val, valid, validation, eval and development mean dev (training, testing likewise); any other name
+  is an error naming the line.
+Audio extensions are matched without regard to case (.FLAC, .Wav). A LibriSpeech transcript line
+without its audio file is yielded with the missing path, and audio without a line with text None,
+so that `inspect` and `prepare` report both.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from pathlib import Path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 _RESERVED = {"path", "text", "caption", "id", "split", "attributes"}
+# split names of manifests: the usual names of a validation split all mean dev
+SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
+               "eval": "dev", "development": "dev", "test": "test", "testing": "test"}
 
 
 class SourceError(ValueError):
@@ -67,12 +75,13 @@ def librispeech_source(root: str | os.PathLike) -> Iterator[SourceItem]:
                     raise SourceError(f"{trans}:{lineno}: expected '<utterance-id> <transcript>', got {line!r}")
                 texts[parts[0]] = parts[1]
             speaker, chapter = chapter_dir.parent.name, chapter_dir.name
-            for audio in sorted(chapter_dir.glob("*.flac")):
-                uid = audio.stem
+            audio = {p.stem: p for p in sorted(chapter_dir.iterdir()) if p.suffix.lower() == ".flac"}  # .flac, .FLAC
+            # a transcript line without its audio is yielded too: batch jobs report it ("file not found")
+            for uid in sorted(set(audio) | set(texts)):
                 yield SourceItem(
                     id=uid,
-                    path=audio,
-                    text=texts.get(uid),  # None -> reported and skipped by batch jobs
+                    path=audio.get(uid, chapter_dir / f"{uid}.flac"),
+                    text=texts.get(uid),  # None (audio without a transcript line) -> reported by batch jobs
                     attributes={"speaker": speaker, "chapter": chapter, "subset": subset},
                     split=split,
                 )
@@ -128,7 +137,12 @@ def manifest_source(path: str | os.PathLike) -> Iterator[SourceItem]:
                 raise SourceError(f"{where}: duplicate id {uid!r}")
             seen.add(uid)
             split = row.get("split")
-            yield SourceItem(id=uid, path=audio, text=text, attributes=attrs, split=str(split) if split else None)
+            if split is not None and split != "":
+                if not isinstance(split, str) or split.strip().lower() not in SPLIT_NAMES:
+                    raise SourceError(f"{where}: unknown split {split!r}; use train, dev (or val / validation / eval) "
+                                      "or test, or leave it out for a hash split")
+                split = SPLIT_NAMES[split.strip().lower()]
+            yield SourceItem(id=uid, path=audio, text=text, attributes=attrs, split=split or None)
 
 
 def open_source(spec: str | os.PathLike) -> Iterator[SourceItem]:

@@ -1,0 +1,171 @@
+"""Nothing silently corrupted, bad input gets one clear line: the cases of the reliability issue, as tables.
+
+Each row names a hostile input and what must happen: a skip with its reason (nothing added to the
+dataset), a refusal naming the field, or a report. What each check guards against is in the module
+docstrings it tests (halm/audio/io.py, halm/data/prepare.py, halm/data/sources.py, halm/train.py).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from halm.data import open_dataset
+from halm.data.prepare import PrepareConfig, _bad_features, prepare
+from halm.data.sources import SourceError, manifest_source
+from halm.train import RunMismatch, TrainingDiverged, train
+
+FAST = ["threads=1", "batch_size=4", "warmup_steps=1", "eval_every=1000", "log_every=1"]
+
+
+def _float_wav(path, data, sr=24000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.asarray(data, dtype=np.float32), sr, subtype="FLOAT")
+
+
+def _tone(seconds=1.0, sr=24000, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    return amp * np.sin(2 * np.pi * 220 * t)
+
+
+# ---- what prepare reads, and what it produced ----------------------------------------------------
+BAD_AUDIO = [  # (file, samples, the reason's words)
+    ("huge.wav", _tone() * 1e30, "far above full scale"),
+    ("float_max.wav", np.full(24000, 3.4e38), "far above full scale"),
+    ("int16_as_float.wav", np.round(_tone() * 32767 / 0.3 * 0.5), "integer sample values stored as float"),
+    ("nan.wav", np.r_[_tone(), np.nan], "NaN or infinite"),
+    ("empty.wav", np.zeros(0), "empty audio"),
+    ("short.wav", _tone(0.01), "too short"),
+]
+
+
+def test_prepare_skips_absurd_audio_with_its_reason_and_keeps_the_rest(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        _float_wav(src / f"good_{i}.wav", _tone(1.0 + 0.2 * i))
+    for name, data, _ in BAD_AUDIO:
+        _float_wav(src / name, data)
+    (src / "not_audio.wav").write_bytes(b"RIFF....garbage")
+    r = prepare(str(src), tmp_path / "data", PrepareConfig(codec="halm-small", min_seconds=0.1), progress=False)
+    skipped = {json.loads(x)["id"]: json.loads(x)["reason"] for x in (tmp_path / "data" / "skipped.jsonl").read_text().splitlines()}
+    for name, _, words in BAD_AUDIO:
+        assert words in skipped[name[:-4]], (name, skipped.get(name[:-4]))
+    assert "unreadable" in skipped["not_audio"]
+    assert r["items"] == 3 and r["skipped"] == len(BAD_AUDIO) + 1
+    items = [it for s in ("train", "dev", "test") for it in open_dataset(tmp_path / "data", s)]
+    assert sorted(it.id for it in items) == ["good_0", "good_1", "good_2"]
+    for it in items:  # what was stored is sane
+        assert np.isfinite(it.mel.astype(np.float32)).all() and int(it.codes.max()) < 1024
+
+
+BAD_FEATURES = [  # (codes, mel, the reason's words or None)
+    (torch.zeros(4, 5, dtype=torch.long), torch.zeros(5, 2, 80), None),
+    (torch.full((4, 5), 1024), torch.zeros(5, 2, 80), "outside [0, 1024)"),
+    (torch.full((4, 5), -1), torch.zeros(5, 2, 80), "outside"),
+    (torch.zeros(4, 5, dtype=torch.long), torch.full((5, 2, 80), float("nan")), "not finite (100%"),
+    (torch.zeros(4, 5, dtype=torch.long), torch.full((5, 2, 80), 1e4), "out of range"),
+]
+
+
+@pytest.mark.parametrize("codes, mel, words", BAD_FEATURES)
+def test_prepare_checks_the_features_it_produced(codes, mel, words):
+    reason = _bad_features(codes, mel, 1024)
+    assert reason is None if words is None else words in reason
+
+
+# ---- sources that dropped data without a word ----------------------------------------------------
+def test_librispeech_upper_case_flac_and_orphans_are_reported(tmp_path):
+    chap = tmp_path / "train-clean-100" / "19" / "198"
+    chap.mkdir(parents=True)
+    sf.write(chap / "19-198-0000.FLAC", _tone().astype(np.float32), 16000)
+    sf.write(chap / "19-198-0001.flac", _tone().astype(np.float32), 16000)
+    sf.write(chap / "19-198-0003.flac", _tone().astype(np.float32), 16000)  # audio without a transcript line
+    (chap / "19-198.trans.txt").write_text("19-198-0000 HELLO\n19-198-0001 WORLD\n19-198-0002 NO AUDIO\n")
+    r = subprocess.run([sys.executable, "-m", "halm", "inspect", str(tmp_path), "--json"], capture_output=True, text=True)
+    res = json.loads(r.stdout)
+    assert res["items"] == 4 and res["with_text"] == 3  # the .FLAC kept with its text, both orphans listed
+    assert res["n_missing_files"] == 1 and res["missing_files"][0].endswith("19-198-0002.flac") and r.returncode == 1
+
+
+MANIFEST_SPLITS = [("val", "dev"), ("validation", "dev"), ("Eval", "dev"), ("valid", "dev"), ("dev", "dev"),
+                   ("train", "train"), ("training", "train"), ("test", "test"), (None, None), ("", None)]
+
+
+@pytest.mark.parametrize("given, kept", MANIFEST_SPLITS)
+def test_manifest_split_names_map_to_train_dev_test(tmp_path, given, kept):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"path": "a.wav", "text": "x", **({"split": given} if given is not None else {})}) + "\n")
+    assert next(manifest_source(m)).split == kept
+
+
+@pytest.mark.parametrize("given", ["holdout", "trian", 3])
+def test_an_unknown_split_name_is_an_error_naming_the_line(tmp_path, given):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"path": "a.wav"}) + "\n" + json.dumps({"path": "b.wav", "split": given}) + "\n")
+    with pytest.raises(SourceError, match=r"m.jsonl:2: unknown split"):
+        list(manifest_source(m))
+    r = subprocess.run([sys.executable, "-m", "halm", "inspect", str(m)], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "m.jsonl:2" in r.stderr
+
+
+def test_a_small_corpus_gets_every_split_and_training_without_dev_says_so(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        _float_wav(src / f"c{i}.wav", _tone(0.5 + 0.1 * i))
+    r = prepare(str(src), tmp_path / "data", PrepareConfig(codec="halm-small", test_share=0.05, dev_share=0.05),
+                progress=False)
+    assert set(r["splits"]) == {"train", "dev", "test"}  # with 5% shares a hash split of 3 clips leaves two empty
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps({"path": str(src / f"c{i}.wav"), "split": "train"}) + "\n" for i in range(3)))
+    subprocess.run([sys.executable, "-m", "halm", "prepare", "--source", str(m), "--out", str(tmp_path / "nodev")],
+                   check=True, capture_output=True)
+    p = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--data", str(tmp_path / "nodev"),
+                        "--out", str(tmp_path / "run"), "--steps", "1", "--set", *FAST, "context=16"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "no dev split: training without validation" in p.stderr
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+def test_resume_refuses_other_data_and_names_the_fields_but_more_steps_extend(tmp_path, lm_data, t2a_data):
+    run = tmp_path / "run"
+    train("tiny-gpt", str(lm_data), run, steps=2, overrides=FAST, progress=False)
+    refused = [  # (data, overrides, the message's words)
+        (t2a_data, FAST, "data.path: "),
+        (lm_data, [*FAST, "lr=0.002"], "train.lr: 0.001 there vs 0.002 asked"),
+        (lm_data, [*FAST, "n_layer=3"], "model.n_layer: 2 there vs 3 asked"),
+    ]
+    for data, over, words in refused:
+        with pytest.raises(RunMismatch, match=words.replace(".", r"\.")):
+            train("tiny-gpt", str(data), run, steps=2, overrides=over, progress=False)
+    r = train("tiny-gpt", str(lm_data), run, steps=4, overrides=FAST, progress=False)  # a higher --steps extends
+    assert r["steps"] == 4 and r["new_tokens"] == 2 * 4 * 128
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4
+
+
+def test_the_nan_stop_does_not_name_a_checkpoint_that_does_not_exist(tmp_path, lm_data):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(lm_data, bad)
+    for mel_path in (bad / "shards").glob("*/mel.npy"):
+        np.save(mel_path, np.full(np.load(mel_path).shape, np.nan, dtype=np.float16))
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet"):
+        train("tiny-whisper-gpt", str(bad), tmp_path / "run", steps=3, overrides=FAST, progress=False)
+
+
+def test_weights_and_wavs_get_the_usual_permissions(tmp_path, lm_data):
+    from halm.audio import save_audio
+
+    old = os.umask(0o022)
+    try:
+        train("tiny-gpt", str(lm_data), tmp_path / "run", steps=1, overrides=FAST, progress=False)
+        wav = save_audio(tmp_path / "x.wav", _tone(0.1), 24000)
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "run" / "checkpoint" / "model.safetensors", wav):
+        assert oct(f.stat().st_mode & 0o777) == "0o644", f
