@@ -8,9 +8,13 @@ are written into `NAME.tmp/`, made durable, and swapped in by renames (`NAME/` -
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,3 +70,56 @@ def save_weights(state: dict, path: str | os.PathLike, metadata: dict | None = N
     mask = os.umask(0o022)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+class FolderInUse(ValueError):
+    """Another live process holds the folder (a run or a dataset being written)."""
+
+
+class FolderLock:
+    """An OS lock on FOLDER/.lock for as long as a job writes the folder (released when the process dies).
+
+    A second job on the same folder gets FolderInUse naming the holder (pid, host, command, start time).
+    A folder this lock created and that holds nothing else when released is removed again.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+        self.created = False
+
+    def acquire(self) -> FolderLock:
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace")
+            os.close(fd)
+            try:
+                h = json.loads(holder)
+                who = f"process {h['pid']} on {h['host']} ({h['command']}, since {h['since']})"
+            except (json.JSONDecodeError, KeyError, TypeError):
+                who = "another process"
+            raise FolderInUse(f"{self.folder} is in use by {who}; wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+        if self.created and [p.name for p in self.folder.iterdir()] == [".lock"]:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -333,7 +333,22 @@ def _dist_setup() -> tuple[int, int, torch.device]:
 
 def train(preset: str, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
           progress: bool = True) -> dict:
-    """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields."""
+    """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields.
+
+    The run folder is locked while training (rank 0 holds RUN/.lock): a second process on it is refused."""
+    from halm.checkpoint import FolderLock
+
+    lock = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(preset, data, out, steps, overrides, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[str] | None, progress: bool) -> dict:
     from halm.data import open_dataset
     from halm.metrics.lm import evaluate_lm, evaluate_t2a
     from halm.models import build_model, count_params, preset_config

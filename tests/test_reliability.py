@@ -169,3 +169,33 @@ def test_weights_and_wavs_get_the_usual_permissions(tmp_path, lm_data):
         os.umask(old)
     for f in (tmp_path / "run" / "checkpoint" / "model.safetensors", wav):
         assert oct(f.stat().st_mode & 0o777) == "0o644", f
+
+
+def test_a_run_or_dataset_folder_is_locked_while_written(tmp_path, lm_data):
+    from halm.checkpoint import FolderInUse, FolderLock
+
+    run = tmp_path / "run"
+    with FolderLock(run):  # another job holds the run: refused, naming the holder
+        with pytest.raises(FolderInUse, match=f"in use by process {os.getpid()} on "):
+            train("tiny-gpt", str(lm_data), run, steps=1, overrides=FAST, progress=False)
+        src = tmp_path / "src"
+        _float_wav(src / "a.wav", _tone())
+        r = subprocess.run([sys.executable, "-m", "halm", "prepare", "--source", str(src), "--out", str(run)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and f"in use by process {os.getpid()}" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    train("tiny-gpt", str(lm_data), run, steps=1, overrides=FAST, progress=False)  # free again
+    # the lock dies with its process (kill -9 included)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from halm.checkpoint import FolderLock; "
+                               f"FolderLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(FolderInUse):
+        FolderLock(run).acquire()
+    holder.kill()
+    holder.wait()
+    FolderLock(run).acquire().release()
+    # a refused command leaves no empty folder behind
+    with pytest.raises(FileNotFoundError, match="no index.json"):
+        train("tiny-gpt", str(tmp_path / "no_data"), tmp_path / "never", steps=1, overrides=FAST, progress=False)
+    assert not (tmp_path / "never").exists()

@@ -232,6 +232,14 @@ def _worker_shard(args):
 
 def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = None, workers: int = 1,
             progress: bool = True) -> dict:
+    """Tokenize `source` into `out` (see the module doc); `out` is locked (OUT/.lock) while it is written."""
+    from halm.checkpoint import FolderLock
+
+    with FolderLock(out):
+        return _prepare(source, out, cfg, workers, progress)
+
+
+def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, workers: int, progress: bool) -> dict:
     from halm.data.sources import open_source
 
     cfg = cfg or PrepareConfig()
