@@ -334,12 +334,27 @@ def _write_generation(audio, sr, out, png, frame_rate, prompt_seconds, title):
     return str(out), png
 
 
-def cmd_generate(args) -> int:
-    from pathlib import Path
+def _check_generate_args(args) -> None:
+    """Bad sampling flags, one line each (raised before any model is loaded)."""
+    checks = [(args.seconds > 0, f"--seconds must be > 0, got {args.seconds:g}"),
+              (args.n >= 1, f"--n must be >= 1, got {args.n}"),
+              (0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p:g}"),
+              (args.top_k is None or args.top_k >= 0, f"--top-k must be >= 0 (0 = all), got {args.top_k}"),
+              (args.temperature >= 0, f"--temperature must be >= 0 (0 = greedy), got {args.temperature:g}"),
+              (args.prompt_seconds is None or args.prompt_seconds > 0,
+               f"--prompt-seconds must be > 0, got {args.prompt_seconds}"),
+              (Path(args.out).suffix.lower() == ".wav", f"--out {args.out}: give a .wav file name"),
+              (not Path(args.out).is_dir(), f"--out {args.out} is a folder; give a .wav file name")]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
 
+
+def cmd_generate(args) -> int:
     from halm.audio import load_audio
     from halm.train import load_run
 
+    _check_generate_args(args)
     model, rc = load_run(args.run, weights=args.weights)
     wav = sr = None
     if args.prompt:

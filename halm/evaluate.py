@@ -35,6 +35,12 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
         raise DatasetMismatch(f"{data} has mel settings {ds.index['mel']} but {run} was trained with {rc['data']['mel']}")
     if mel_source not in ("stored", "codec"):
         raise ValueError(f"mel_source must be 'stored' or 'codec', got {mel_source!r}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens (--max-tokens) must be >= 1, got {max_tokens}")
+    n_q = getattr(model.cfg, "n_q", 1)
+    if ds.n_codebooks < n_q:
+        raise DatasetMismatch(f"{data} holds {ds.n_codebooks} codebooks but {run} models {n_q}; prepare it with "
+                              f"--n-codebooks {n_q} or more")
     mel_fn = None
     if mel_source == "codec" and model.uses_mel:
         import torch

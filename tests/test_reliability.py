@@ -199,3 +199,36 @@ def test_a_run_or_dataset_folder_is_locked_while_written(tmp_path, lm_data):
     with pytest.raises(FileNotFoundError, match="no index.json"):
         train("tiny-gpt", str(tmp_path / "no_data"), tmp_path / "never", steps=1, overrides=FAST, progress=False)
     assert not (tmp_path / "never").exists()
+
+
+GENERATE_MISUSE = [  # (flags, the message's words)
+    (["--seconds", "0"], "--seconds must be > 0"), (["--seconds", "-1"], "--seconds must be > 0"),
+    (["--n", "0"], "--n must be >= 1"), (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"), (["--top-k", "-3"], "--top-k must be >= 0"),
+    (["--temperature", "-1"], "--temperature must be >= 0"), (["--prompt-seconds", "0"], "--prompt-seconds must be > 0"),
+    (["--out", "{tmp}/x.mp3"], "give a .wav file name"), (["--out", "{tmp}/dir.wav"], "is a folder"),
+]
+
+
+@pytest.mark.parametrize("flags, words", GENERATE_MISUSE)
+def test_generate_misuse_is_one_line_and_exit_code_2(tmp_path, flags, words):
+    (tmp_path / "dir.wav").mkdir()
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    args = {"--run": "halm-sfx-small", "--text": "a bell rings twice", "--out": str(tmp_path / "o.wav")}
+    for k, v in zip(flags[::2], flags[1::2]):
+        args[k] = v
+    r = subprocess.run([sys.executable, "-m", "halm", "generate", *[x for kv in args.items() for x in kv]],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_eval_misuse_is_one_line(tmp_path, t2a_data):
+    train("tiny-t2a", str(t2a_data), tmp_path / "t2a", steps=1, overrides=["batch_size=2", "eval_every=100"], progress=False)
+    prepare(str(t2a_data.parent / "sfx"), tmp_path / "two", PrepareConfig(codec="halm-small", n_codebooks=2), progress=False)
+    cases = [(["--run", str(tmp_path / "t2a"), "--max-tokens", "0"], "--max-tokens) must be >= 1"),
+             (["--run", str(tmp_path / "t2a"), "--max-tokens", "-5"], "must be >= 1"),
+             (["--run", str(tmp_path / "t2a"), "--data", str(tmp_path / "two")], "holds 2 codebooks but")]
+    for flags, words in cases:
+        r = subprocess.run([sys.executable, "-m", "halm", "eval", *flags], capture_output=True, text=True)
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, (flags, r.stderr)
