@@ -123,3 +123,48 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class DamagedFile(ValueError):
+    """A file halm wrote that can no longer be read as written (truncated, edited, or not halm's)."""
+
+
+def read_json_file(path: str | os.PathLike, what: str, fix: str) -> dict:
+    """A JSON object from `path`, or DamagedFile naming the file, what it should be and what to do."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFile(f"{path}: damaged {what} (not valid JSON: {e}); {fix}") from None
+    if not isinstance(d, dict):
+        raise DamagedFile(f"{path}: damaged {what} (expected a JSON object); {fix}")
+    return d
+
+
+def load_weights(path: str | os.PathLike, fix: str, device: str = "cpu") -> dict:
+    """safetensors load_file, or DamagedFile naming the file (a truncated or foreign file)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DamagedFile(f"{path}: damaged weights file ({e}); {fix}") from None
+
+
+def load_state(path: str | os.PathLike, fix: str, device="cpu") -> dict:
+    """torch.load(weights_only=True) of a trainer state, or DamagedFile. Never unpickles code."""
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise DamagedFile(f"{path}: holds objects other than tensors, numbers and strings; halm does not "
+                          f"unpickle code. {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise DamagedFile(f"{path}: damaged trainer state ({str(e).splitlines()[0][:200]}); {fix}") from None

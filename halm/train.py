@@ -291,20 +291,37 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def read_run_config(run: str | os.PathLike) -> dict:
+    from halm.checkpoint import DamagedFile, read_json_file
+
     path = resolve_run(run) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run}: no config.json — not a run made by `halm train`")
-    return json.loads(path.read_text())
+    rc = read_json_file(path, "run config", "restore it from a copy of the run (halm writes it once, at the start)")
+    missing = [k for k in ("family", "model", "train", "data") if not isinstance(rc.get(k), dict if k != "family" else str)]
+    if missing:
+        raise DamagedFile(f"{path}: damaged run config (no valid {', '.join(repr(k) for k in missing)}); restore it from "
+                          "a copy of the run")
+    return rc
+
+
+def model_from_config(rc: dict, where: str):
+    """Build the run's model, or DamagedFile naming config.json when its model settings are nonsense."""
+    from halm.checkpoint import DamagedFile
+    from halm.models import build_model, config_from_dict
+
+    try:
+        cfg = config_from_dict(rc["family"], rc["model"])
+        return build_model(rc["family"], cfg)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DamagedFile(f"{where}/config.json: bad model settings ({e}); restore the file") from None
 
 
 def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
     """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one)."""
-    from safetensors.torch import load_file
-
-    from halm.models import build_model, config_from_dict
+    from halm.checkpoint import DamagedFile, load_weights
 
     rc = read_run_config(run)
-    model = build_model(rc["family"], config_from_dict(rc["family"], rc["model"]))
+    model = model_from_config(rc, str(run))
     shipped = str(run) in SHIPPED_RUNS and not Path(run).exists()
     ck = SHIPPED_RUNS[str(run)] / "checkpoint" if shipped else checkpoint_dir(Path(run))  # shipped: weights only
     if ck is None:
@@ -312,7 +329,12 @@ def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
     name = "ema" if weights == "ema" or (weights == "auto" and (ck / "ema.safetensors").exists()) else "model"
     if not (ck / f"{name}.safetensors").exists():
         raise FileNotFoundError(f"{ck}: no {name}.safetensors (train with --set ema_decay=0.999 for EMA weights)")
-    model.load_state_dict(load_file(str(ck / f"{name}.safetensors")))  # fp16 weights (shipped) are cast on copy
+    fix = "restore it, or resume training to rewrite it"
+    try:  # fp16 weights (shipped) are cast on copy
+        model.load_state_dict(load_weights(ck / f"{name}.safetensors", fix))
+    except RuntimeError as e:  # shapes that do not fit the config (e.g. an edited context)
+        raise DamagedFile(f"{ck / f'{name}.safetensors'}: the weights do not fit {run}/config.json "
+                          f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     model.run_config = rc
     return model.to(device).eval(), rc
 
@@ -424,12 +446,13 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
 
     ck = checkpoint_dir(run)
     if ck is not None:
-        from safetensors.torch import load_file
+        from halm.checkpoint import load_state, load_weights
 
-        model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(device)))
+        fix = f"remove {ck} to train {run} from the start"
+        model.load_state_dict(load_weights(ck / "model.safetensors", fix, device=str(device)))
         if ema is not None:
-            ema.load_state_dict(load_file(str(ck / "ema.safetensors"), device=str(device)))
-        st = torch.load(ck / "state.pt", map_location=device, weights_only=True)
+            ema.load_state_dict(load_weights(ck / "ema.safetensors", fix, device=str(device)))
+        st = load_state(ck / "state.pt", fix, device)
         optimizer.load_state_dict(st["optimizer"])
         step, tokens_seen, elapsed_before = st["step"], st["tokens"], st["elapsed"]
         sampler.set_state(st["sampler"])

@@ -232,3 +232,54 @@ def test_eval_misuse_is_one_line(tmp_path, t2a_data):
     for flags, words in cases:
         r = subprocess.run([sys.executable, "-m", "halm", "eval", *flags], capture_output=True, text=True)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, (flags, r.stderr)
+
+
+def _edit_json(path, change):
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d))
+
+
+CORRUPTIONS = [  # (what to break, how, the message's words) — each gives one line naming the file
+    ("checkpoint/model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), "damaged weights file"),
+    ("config.json", lambda p: _edit_json(p, lambda d: d["model"].update(n_layer=-1)), "n_layer must be >= 1"),
+    ("config.json", lambda p: _edit_json(p, lambda d: d["model"].update(d_model="abc")), "d_model: expected int"),
+    ("config.json", lambda p: _edit_json(p, lambda d: d.pop("model")), "no valid 'model'"),
+    ("config.json", lambda p: _edit_json(p, lambda d: d["model"].update(context=4096)), "do not fit"),
+    ("config.json", lambda p: p.write_text("{not json"), "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name, damage, words", CORRUPTIONS)
+def test_a_damaged_run_gives_one_line_naming_the_file(tmp_path, lm_data, name, damage, words):
+    run = tmp_path / "run"
+    train("tiny-gpt", str(lm_data), run, steps=1, overrides=FAST, progress=False)
+    damage(run / name)
+    r = subprocess.run([sys.executable, "-m", "halm", "eval", "--run", str(run)], capture_output=True, text=True)
+    assert r.returncode == 2 and words in r.stderr and name.split("/")[-1] in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.write_bytes(p.read_bytes()[:50]), "damaged trainer state"),
+    (lambda p: p.write_bytes(__import__("pickle").dumps({"step": 1, "x": os.system})), "does not unpickle code"),
+])
+def test_a_damaged_trainer_state_is_named_on_resume_without_suggesting_unsafe_loading(tmp_path, lm_data, damage, words):
+    run = tmp_path / "run"
+    train("tiny-gpt", str(lm_data), run, steps=1, overrides=FAST, progress=False)
+    damage(run / "checkpoint" / "state.pt")
+    r = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--data", str(lm_data), "--out",
+                        str(run), "--steps", "2", "--set", *FAST], capture_output=True, text=True)
+    assert r.returncode == 2 and words in r.stderr and "state.pt" in r.stderr and "weights_only" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_emptied_dataset_index_is_named(tmp_path, lm_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(lm_data, data)
+    (data / "index.json").write_text("")
+    r = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--data", str(data), "--out",
+                        str(tmp_path / "run"), "--steps", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "index.json: damaged dataset index" in r.stderr and "halm prepare" in r.stderr

@@ -33,7 +33,14 @@ class PreparedDataset:
         index_path = self.root / "index.json"
         if not index_path.exists():
             raise FileNotFoundError(f"{self.root}: no index.json — not a dataset made by `halm prepare`")
-        self.index = json.loads(index_path.read_text())
+        from halm.checkpoint import DamagedFile, read_json_file
+
+        self.index = read_json_file(index_path, "dataset index", "rerun the `halm prepare` command that made it "
+                                    "(finished shards are kept)")
+        missing = [k for k in ("complete", "mel", "codec") if k not in self.index]
+        if missing:
+            raise DamagedFile(f"{index_path}: damaged dataset index (no {', '.join(missing)}); rerun the `halm prepare` "
+                              "command that made it")
         if not self.index.get("complete"):
             raise ValueError(f"{self.root}: preparation did not finish; rerun the same `halm prepare` command")
         self.split = split

@@ -59,7 +59,20 @@ def config_from_dict(family: str, d: dict):
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"config for {family} has unknown fields {sorted(unknown)} (made by a newer halm?)")
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}
+    for k, v in d.items():
+        want = type(defaults.get(k))
+        if want in (int, float, bool, str) and defaults[k] is not None:
+            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+            ok = ok or (want is float and isinstance(v, int) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"{k}: expected {want.__name__}, got {v!r}")
+        if k in _POSITIVE and isinstance(v, int) and v < 1:
+            raise ValueError(f"{k} must be >= 1, got {v}")
     return cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+_POSITIVE = {"n_layer", "n_head", "d_model", "d_token", "context", "vocab_size", "n_q"}
 
 
 def build_model(family: str, cfg):
