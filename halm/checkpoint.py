@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from halm.errors import UserError
+
 
 def write_checkpoint_dir(final: Path, write: Callable[[Path], None]) -> None:
     """`write(folder)` fills a fresh folder; it then replaces `final` in one rename."""
@@ -72,7 +74,7 @@ def save_weights(state: dict, path: str | os.PathLike, metadata: dict | None = N
     os.chmod(path, 0o666 & ~mask)
 
 
-class FolderInUse(ValueError):
+class FolderInUse(UserError):
     """Another live process holds the folder (a run or a dataset being written)."""
 
 
@@ -125,7 +127,7 @@ class FolderLock:
         self.release()
 
 
-class DamagedFile(ValueError):
+class DamagedFile(UserError):
     """A file halm wrote that can no longer be read as written (truncated, edited, or not halm's)."""
 
 

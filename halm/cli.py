@@ -11,19 +11,15 @@ import sys
 from pathlib import Path
 
 from halm import __version__
+from halm.errors import UserError
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from halm.audio import AudioError
-    from halm.audio.codec import CodecError
-    from halm.data import SourceError
-    from halm.data.prepare import DatasetMismatch
-    from halm.data.synth import CorpusMismatch
-    from halm.listen import ListenError
-    from halm.train import RunMismatch, TrainingDiverged
+    """What the CLI shows as one line: bad input (halm.errors.UserError), a missing file, a diverged run.
+    Anything else is a bug and keeps its traceback."""
+    from halm.train import TrainingDiverged
 
-    return (AudioError, SourceError, CorpusMismatch, CodecError, DatasetMismatch, FileNotFoundError, RunMismatch,
-            TrainingDiverged, ListenError, ValueError)
+    return (UserError, FileNotFoundError, TrainingDiverged)
 
 
 def cmd_synth(args) -> int:
@@ -283,7 +279,7 @@ def cmd_train(args) -> int:
         from halm.models import PRESETS
 
         if args.preset in PRESETS and PRESETS[args.preset][0] != "t2a":
-            raise ValueError("--mel adds the mel path to a t2a preset; whisper-gpt presets have it already")
+            raise UserError("--mel adds the mel path to a t2a preset; whisper-gpt presets have it already")
         overrides.append("mel=true")
     r = train(args.preset, args.data, args.out, steps=args.steps, overrides=overrides, progress=not args.json)
     if args.json:
@@ -347,7 +343,7 @@ def _check_generate_args(args) -> None:
               (not Path(args.out).is_dir(), f"--out {args.out} is a folder; give a .wav file name")]
     for ok, msg in checks:
         if not ok:
-            raise ValueError(msg)
+            raise UserError(msg)
 
 
 def cmd_generate(args) -> int:
@@ -365,7 +361,7 @@ def cmd_generate(args) -> int:
         from halm.generate import generate_continuation
 
         if wav is None or args.text or args.captions:
-            raise ValueError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
+            raise UserError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
         r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature,
                                   top_k=args.top_k if args.top_k is not None else 0, top_p=args.top_p, seed=args.seed,
                                   use_cache=not args.no_cache, progress=not args.json)
@@ -387,9 +383,9 @@ def cmd_generate(args) -> int:
     elif args.text:
         captions = [args.text]
     else:
-        raise ValueError("a text-to-audio run needs --text \"a caption\" or --captions FILE (one caption per line)")
+        raise UserError("a text-to-audio run needs --text \"a caption\" or --captions FILE (one caption per line)")
     if not captions:
-        raise ValueError(f"{args.captions}: no captions")
+        raise UserError(f"{args.captions}: no captions")
     captions = [c for c in captions for _ in range(args.n)]
     r = text_to_audio(model, rc, captions, args.seconds, cfg_coef=args.cfg, temperature=args.temperature,
                       top_k=args.top_k if args.top_k is not None else 250, top_p=args.top_p, seed=args.seed,

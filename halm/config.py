@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from halm.errors import UserError
+
 
 def apply_overrides(cfg, pairs: list[str]):
     """Return a copy of dataclass `cfg` with `key=value` overrides; values are parsed as JSON
@@ -15,9 +17,9 @@ def apply_overrides(cfg, pairs: list[str]):
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
-            raise ValueError(f"override {pair!r} is not key=value")
+            raise UserError(f"override {pair!r} is not key=value")
         if key not in fields:
-            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(fields))}")
+            raise UserError(f"unknown setting {key!r}; known: {', '.join(sorted(fields))}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -28,6 +30,6 @@ def apply_overrides(cfg, pairs: list[str]):
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if current is not None and not isinstance(value, type(current)):
-            raise ValueError(f"setting {key}: expected {type(current).__name__}, got {raw!r}")
+            raise UserError(f"setting {key}: expected {type(current).__name__}, got {raw!r}")
         changes[key] = value
     return dataclasses.replace(cfg, **changes)

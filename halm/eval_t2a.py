@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from halm.errors import UserError
+
 
 def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_coef: float = 3.0, seed: int = 0,
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
@@ -57,13 +59,13 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
 
     model, rc = load_run(run)
     if rc["family"] != "t2a":
-        raise ValueError(f"{run} is a {rc['family']} run; eval-t2a scores text-to-audio runs")
+        raise UserError(f"{run} is a {rc['family']} run; eval-t2a scores text-to-audio runs")
     judge = load_judge(judge_dir)
     models = {"fad": fad_model or "judge", "kl": kl_model or "judge", "clap": clap_model or "judge"}
     scorers = {role: load_scorer(spec, role) for role, spec in models.items()}  # fail early, before generating
     items = sorted((it for it in open_source(captions) if (it.text or "").strip()), key=lambda it: it.id)[:n]
     if len(items) < 2:
-        raise ValueError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
+        raise UserError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
     from halm.audio import load_audio
 
     ref, ref_wavs = [], []  # only the N scored reference clips are read

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from halm.data.prepare import DatasetMismatch
+from halm.errors import UserError
 
 
 def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_source: str = "stored",
@@ -34,9 +35,9 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
     if model.uses_mel and ds.index["mel"] != rc["data"]["mel"]:
         raise DatasetMismatch(f"{data} has mel settings {ds.index['mel']} but {run} was trained with {rc['data']['mel']}")
     if mel_source not in ("stored", "codec"):
-        raise ValueError(f"mel_source must be 'stored' or 'codec', got {mel_source!r}")
+        raise UserError(f"mel_source must be 'stored' or 'codec', got {mel_source!r}")
     if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens (--max-tokens) must be >= 1, got {max_tokens}")
+        raise UserError(f"max_tokens (--max-tokens) must be >= 1, got {max_tokens}")
     n_q = getattr(model.cfg, "n_q", 1)
     if ds.n_codebooks < n_q:
         raise DatasetMismatch(f"{data} holds {ds.n_codebooks} codebooks but {run} models {n_q}; prepare it with "
@@ -59,7 +60,7 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
         from halm.models.text import CaptionCache, load_text_encoder
 
         if mel_source == "codec" and model.uses_mel:
-            raise ValueError("--mel-source codec is not implemented for t2a runs; use stored")
+            raise UserError("--mel-source codec is not implemented for t2a runs; use stored")
         captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, max_tokens=model.cfg.text_max_tokens))
         r = evaluate_t2a(model, ds, captions, max_tokens=max_tokens, uncond=True, progress=progress)
     else:
@@ -97,7 +98,7 @@ def compare_runs(runs: list[str], out: str, data: str | None = None, split: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
     if len(names) != len(runs):
-        raise ValueError("give one name per run")
+        raise UserError("give one name per run")
     results = [evaluate_run(r, data, split, progress=progress) for r in runs]
     base = results[0]
     lines = ["| model | preset | params | NLL | acc | PPL | bits/s | ΔNLL | Δacc | ΔPPL |",

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from halm.errors import UserError
+
 
 # ---- logit filters (each a small function with its own test) ------------------------------------
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -68,9 +70,9 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
     C = model.cfg.context
     B, T0 = tokens.shape
     if T0 < 1:
-        raise ValueError("generation needs a prompt of at least one token")
+        raise UserError("generation needs a prompt of at least one token")
     if model.uses_mel and (mel is None or mel_fn is None):
-        raise ValueError("the hybrid needs the prompt's mel and a mel_fn for the generated tokens (ClosedLoopMel)")
+        raise UserError("the hybrid needs the prompt's mel and a mel_fn for the generated tokens (ClosedLoopMel)")
     gen = torch.Generator(device=device).manual_seed(seed)
     toks = torch.empty(B, T0 + n_new, dtype=torch.long, device=device)
     toks[:, :T0] = tokens.to(device)
@@ -203,7 +205,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     if prompt is not None:
         T0 = prompt.shape[2]
         if not 0 < T0 < n_frames:
-            raise ValueError(f"the prompt has {T0} frames; it must be shorter than the {n_frames} to generate")
+            raise UserError(f"the prompt has {T0} frames; it must be shorter than the {n_frames} to generate")
         p_seq, p_valid = patterns.build(prompt.to(device)[:, :K], cfg.pattern, special)
         known[:, : p_seq.shape[2]] = p_valid[0] & valid[:, : p_seq.shape[2]]
         seq[:, :, : p_seq.shape[2]] = torch.where(known[:, : p_seq.shape[2]], p_seq, special)
@@ -211,7 +213,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
 
     if model.uses_mel:
         if mel_fn is None:
-            raise ValueError("this t2a model has the mel path: pass mel_fn (ClosedLoopMel of the run's codec)")
+            raise UserError("this t2a model has the mel path: pass mel_fn (ClosedLoopMel of the run's codec)")
         r, M = cfg.frames_per_token, cfg.n_mels
         frame_mel = torch.zeros(B, n_frames, r, M, device=device)
         if prompt_mel is not None:

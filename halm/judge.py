@@ -46,6 +46,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from halm.errors import UserError
+
 SAMPLE_RATE = 16000
 HOP = 320  # 50 log-mel frames per second
 N_FFT = 640
@@ -112,7 +114,7 @@ class JudgeConfig:
 
     def __post_init__(self):
         if not 0 <= self.time_pool <= len(self.channels):
-            raise ValueError(f"time_pool must be in [0, {len(self.channels)}], got {self.time_pool}")
+            raise UserError(f"time_pool must be in [0, {len(self.channels)}], got {self.time_pool}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -237,7 +239,7 @@ class Judge(nn.Module):
         a = F.normalize(z, dim=-1)
         out = {name: head(a) for name, head in self.heads.items()}
         if self.chroma_heads and chroma is None:
-            raise ValueError(f"the judge's {sorted(self.chroma_heads)} heads need the clips' chroma (clip_from_wav)")
+            raise UserError(f"the judge's {sorted(self.chroma_heads)} heads need the clips' chroma (clip_from_wav)")
         out.update({name: head(chroma, frames) for name, head in self.chroma_heads.items()})
         return out
 
@@ -282,7 +284,7 @@ def load_clips(sources: list[str], n_mels: int, progress: bool = True) -> list[d
         wav, sr = load_audio(it.path)
         clips.append(clip_from_wav(wav, sr, it.text, it.attributes, n_mels, it.id))
     if not clips:
-        raise ValueError(f"{sources}: no captioned clips")
+        raise UserError(f"{sources}: no captioned clips")
     return clips
 
 

@@ -42,12 +42,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from halm.errors import UserError
+
 RATER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 CHOICES = ("left", "right", "same")
 MAX_FORM_BYTES = 4096
 
 
-class ListenError(ValueError):
+class ListenError(UserError):
     """A bad folder or flag of `halm listen` (one line for the user)."""
 
 

@@ -45,13 +45,14 @@ from tqdm import tqdm
 from halm import __version__
 from halm.checkpoint import atomic_write_text, complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides
+from halm.errors import UserError
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the batch items."""
 
 
-class RunMismatch(ValueError):
+class RunMismatch(UserError):
     """An existing run directory was made with other settings."""
 
 
@@ -80,9 +81,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.amp not in ("auto", "bf16", "none"):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+            raise UserError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
         if self.batch_size < 1 or self.accum < 1 or self.steps < 0:
-            raise ValueError("batch_size and accum must be >= 1 and steps >= 0")
+            raise UserError("batch_size and accum must be >= 1 and steps >= 0")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -116,7 +117,7 @@ class CropSampler(_SeededSampler):
         self.starts = np.concatenate([[0], np.cumsum(self.frames)])
         self.total = int(self.starts[-1])
         if self.total < length:
-            raise ValueError(f"the train split has {self.total} frames, fewer than one crop of {length}; "
+            raise UserError(f"the train split has {self.total} frames, fewer than one crop of {length}; "
                              "use a smaller context or more data")
         self.rng = np.random.default_rng(seed)
 
@@ -162,7 +163,7 @@ class ItemCropSampler(_SeededSampler):
         self.frames = dataset.frames
         missing = [dataset[i].id for i in range(len(dataset)) if not (dataset[i].text or "").strip()]
         if missing:
-            raise ValueError(f"{len(missing)} train items have no caption (e.g. {missing[:3]}); a text-to-audio "
+            raise UserError(f"{len(missing)} train items have no caption (e.g. {missing[:3]}); a text-to-audio "
                              "model needs text for every item (prepare with --require-text to skip the others)")
         self.p = self.frames / self.frames.sum()
         self.rng = np.random.default_rng(seed)
@@ -388,24 +389,24 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     if tcfg.batch_size % (world * tcfg.accum):
-        raise ValueError(f"batch_size {tcfg.batch_size} must be divisible by processes x accum = {world * tcfg.accum}")
+        raise UserError(f"batch_size {tcfg.batch_size} must be divisible by processes x accum = {world * tcfg.accum}")
     micro = tcfg.batch_size // (world * tcfg.accum)
 
     train_ds = open_dataset(data, "train")
     dev_ds = open_dataset(data, "dev")
     if len(train_ds) == 0:
-        raise ValueError(f"{data}: the train split is empty")
+        raise UserError(f"{data}: the train split is empty")
     if len(dev_ds) == 0 and rank == 0:
         print(f"halm train: warning: {data} has no dev split: training without validation (no val_nll, no RUN/best)",
               file=sys.stderr)
     if mcfg.vocab_size < int(train_ds.codec["codebook_size"]):
-        raise ValueError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
+        raise UserError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
     if family == "t2a" and mcfg.n_q > train_ds.n_codebooks:
-        raise ValueError(f"the model wants {mcfg.n_q} codebooks; {data} has {train_ds.n_codebooks}")
+        raise UserError(f"the model wants {mcfg.n_q} codebooks; {data} has {train_ds.n_codebooks}")
     if getattr(mcfg, "n_mels", None) is not None and getattr(mcfg, "mel", True):
         mel = train_ds.mel_config
         if (mcfg.n_mels, mcfg.frames_per_token) != (mel.n_mels, mel.frames_per_token):
-            raise ValueError(f"model expects mel ({mcfg.frames_per_token} x {mcfg.n_mels}) but {data} has "
+            raise UserError(f"model expects mel ({mcfg.frames_per_token} x {mcfg.n_mels}) but {data} has "
                              f"({mel.frames_per_token} x {mel.n_mels}); add --set n_mels=… frames_per_token=…")
     run = Path(out)
     run_config = {"halm_version": __version__, "preset": preset, "family": family, "model": mcfg.to_dict(),
@@ -436,7 +437,7 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
 
         encoder = load_text_encoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens)
         if encoder.dim != mcfg.text_dim:
-            raise ValueError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
+            raise UserError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
         captions = CaptionCache(encoder)
         sampler = ItemCropSampler(train_ds, mcfg.frames, mcfg.n_q, tcfg.seed, model.uses_mel, captions,
                                   mcfg.cfg_dropout, mcfg.cfg_mode)

@@ -283,3 +283,30 @@ def test_an_emptied_dataset_index_is_named(tmp_path, lm_data):
     r = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--data", str(data), "--out",
                         str(tmp_path / "run"), "--steps", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "index.json: damaged dataset index" in r.stderr and "halm prepare" in r.stderr
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import halm.cli as cli
+    from halm.errors import UserError
+
+    def user_error(args):
+        raise UserError("bad flag --x: use --y")
+
+    def bug(args):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "cmd_presets", user_error)
+    assert cli.main(["presets"]) == 2
+    assert capsys.readouterr().err.strip() == "halm presets: error: bad flag --x: use --y"
+    monkeypatch.setattr(cli, "cmd_presets", bug)
+    with pytest.raises(ValueError, match="internal invariant"):  # not turned into a user's mistake
+        cli.main(["presets"])
+    # every user-facing error class is a UserError
+    from halm.audio import AudioError
+    from halm.checkpoint import DamagedFile, FolderInUse
+    from halm.data import SourceError
+    from halm.data.prepare import DatasetMismatch
+    from halm.listen import ListenError
+
+    assert all(issubclass(c, UserError) for c in (AudioError, DamagedFile, FolderInUse, SourceError, DatasetMismatch,
+                                                   ListenError, RunMismatch))

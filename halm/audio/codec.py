@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from halm.audio.harmonic import HarmonicBranch, decode_latent
+from halm.errors import UserError
 
 SHIPPED = {"halm-small": "codec_halm_small"}
 DEFAULT_CODEC = "halm-small"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
-class CodecError(ValueError):
+class CodecError(UserError):
     """A codec that cannot be loaded or used as asked (the message says what to do)."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from halm.audio.mel import causal_log_mel
+from halm.errors import UserError
 
 
 class ClosedLoopMel:
@@ -27,7 +28,7 @@ class ClosedLoopMel:
         from halm.audio.streaming import can_stream
 
         if codec.hop_length != mel_cfg.hop_length or codec.sample_rate != mel_cfg.sample_rate:
-            raise ValueError(f"codec ({codec.sample_rate} Hz, hop {codec.hop_length}) does not match the mel settings "
+            raise UserError(f"codec ({codec.sample_rate} Hz, hop {codec.hop_length}) does not match the mel settings "
                              f"({mel_cfg.sample_rate} Hz, hop {mel_cfg.hop_length})")
         self.codec, self.mel_cfg, self.window = codec, mel_cfg, window
         self.streaming = can_stream(codec) if streaming is None else streaming

@@ -60,6 +60,7 @@ from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_
 from halm.audio.harmonic import decode_latent
 from halm.audio.rvq import RVQTrainer
 from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
+from halm.errors import UserError
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how a run executes; may change on resume
@@ -177,7 +178,7 @@ class AudioCrops:
             if wav.shape[1] >= segment:
                 self.clips.append(torch.from_numpy(wav[0]))
         if not self.clips:
-            raise ValueError(f"no clip of at least {segment / sample_rate:.2f} s in {sources}")
+            raise UserError(f"no clip of at least {segment / sample_rate:.2f} s in {sources}")
         self.segment = segment
         self.weights = torch.tensor([len(c) for c in self.clips], dtype=torch.float64)
 
@@ -202,14 +203,14 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"device={spec!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+        raise UserError(f"device={spec!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= n:
-            raise ValueError(f"device={spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}); "
+            raise UserError(f"device={spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}); "
                              "use --set device=cpu or device=auto")
     elif device.type != "cpu":
-        raise ValueError(f"device={spec!r}: halm codec train runs on cpu or cuda")
+        raise UserError(f"device={spec!r}: halm codec train runs on cpu or cuda")
     return device
 
 
@@ -237,7 +238,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
             hint = " ".join(f"{k}={json.dumps(a)}" for k, (a, _) in changed.items())
-            raise ValueError(f"{out} was trained with other settings {changed} (as --set: {hint}); "
+            raise UserError(f"{out} was trained with other settings {changed} (as --set: {hint}); "
                              "pass those to resume it, or use another --out")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
@@ -258,12 +259,12 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     pitch_head = pitch_opt = None
     branch = getattr(model, "harmonic", None)  # its own optimizer: it may be added to a run that had none
     if branch is None and (cfg.branch_weight > 0 or cfg.harmonic_envelope or cfg.decoder_gate):
-        raise ValueError("branch_weight, harmonic_envelope and decoder_gate need a harmonic branch (harmonics > 0)")
+        raise UserError("branch_weight, harmonic_envelope and decoder_gate need a harmonic branch (harmonics > 0)")
     if cfg.harmonic_envelope == 1 or cfg.harmonic_envelope < 0:
-        raise ValueError(f"harmonic_envelope must be 0 (one amplitude per harmonic) or >= 2 points, not {cfg.harmonic_envelope}")
+        raise UserError(f"harmonic_envelope must be 0 (one amplitude per harmonic) or >= 2 points, not {cfg.harmonic_envelope}")
     if branch is not None:
         if cfg.pitch_weight <= 0:
-            raise ValueError("harmonics > 0 needs pitch_weight > 0: the harmonic branch is driven by the pitch head")
+            raise UserError("harmonics > 0 needs pitch_weight > 0: the harmonic branch is driven by the pitch head")
         pitch_head = branch.pitch
         pitch_opt = torch.optim.Adam(branch.parameters(), lr=cfg.lr, betas=cfg.betas)
     elif cfg.pitch_weight > 0:
@@ -286,7 +287,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         if src["harmonics"] not in (0, mine["harmonics"]):  # a harmonic branch may be added, not changed
             differ["harmonics"] = (src["harmonics"], mine["harmonics"])
         if differ:
-            raise ValueError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
+            raise UserError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
         new_envelope = bool(src["harmonics"]) and src["harmonic_envelope"] != mine["harmonic_envelope"]
     if resume_dir is not None:
         state = load_file(str(resume_dir / "model.safetensors"))
@@ -294,7 +295,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             state = {k: v for k, v in state.items() if not k.startswith("harmonic.amps.2.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("harmonic.") for k in missing):
-            raise ValueError(f"{resume_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise UserError(f"{resume_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         st = torch.load(resume_dir / "trainer.pt", map_location="cpu", weights_only=True)  # optimizers move it to their params
         opt.load_state_dict(st["optimizer"])
         for group in opt.param_groups:  # the checkpoint's groups carry its lr/betas; an --init-from may change them

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from halm.errors import UserError
+
 LOG_F0_REF = math.log(150.0)  # pitch heads predict log(F0 / 150 Hz)
 
 
@@ -50,7 +52,7 @@ class HarmonicBranch(torch.nn.Module):
                  width: int = 256, envelope: int = 0, decoder_gate: float = 0.0):
         super().__init__()
         if not 0.0 <= decoder_gate <= 1.0:
-            raise ValueError(f"decoder_gate must be in [0, 1], not {decoder_gate}")
+            raise UserError(f"decoder_gate must be in [0, 1], not {decoder_gate}")
         self.hop, self.sample_rate, self.envelope, self.decoder_gate = hop, sample_rate, envelope, float(decoder_gate)
         self.pitch = torch.nn.Linear(latent_dim, 2)  # log(F0 / 150 Hz), voicing logit
         self.amps = torch.nn.Sequential(torch.nn.Linear(feature_dim, width), torch.nn.GELU(),

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from halm.errors import UserError
+
 SILENCE_PEAK = 1e-4  # peak |x| below this (-80 dBFS) counts as silent-only audio
 MAX_PEAK = 64.0  # float audio lies in [-1, 1]; a peak above +36 dBFS is not audio a codec can be asked to encode
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Audio that cannot be used: the message names the file and the reason."""
 
     def __init__(self, path, reason: str):
@@ -33,7 +35,7 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     if orig_sr == new_sr:
         return wav
     if orig_sr <= 0 or new_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+        raise UserError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
     wav = np.asarray(wav, dtype=np.float32)
     try:
         import soxr
@@ -122,7 +124,7 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, subty
     if wav.ndim == 1:
         wav = wav[None]
     if wav.ndim != 2:
-        raise ValueError(f"expected (C, N) or (N,) audio, got shape {wav.shape}")
+        raise UserError(f"expected (C, N) or (N,) audio, got shape {wav.shape}")
     data = np.clip(wav, -1.0, 1.0).T  # (N, C)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from halm.errors import UserError
+
 
 def n_codec_frames(n_samples: int, hop_length: int) -> int:
     """Codec frames for n_samples: ceil(n / H), as EnCodec pads the last partial frame."""
@@ -46,7 +48,7 @@ class MelConfig:
 
     def __post_init__(self):
         if self.hop_length % self.frames_per_token:
-            raise ValueError(
+            raise UserError(
                 f"frames_per_token={self.frames_per_token} must divide the codec hop {self.hop_length}"
             )
         if self.n_fft == 0:
@@ -56,11 +58,11 @@ class MelConfig:
         if self.fmax == 0.0:
             object.__setattr__(self, "fmax", self.sample_rate / 2)
         if not 0 < self.win_length <= self.n_fft:
-            raise ValueError(f"win_length {self.win_length} must be in (0, n_fft={self.n_fft}]")
+            raise UserError(f"win_length {self.win_length} must be in (0, n_fft={self.n_fft}]")
         if self.n_fft < self.mel_hop:
-            raise ValueError(f"n_fft {self.n_fft} is shorter than the mel hop {self.mel_hop}: samples would be skipped")
+            raise UserError(f"n_fft {self.n_fft} is shorter than the mel hop {self.mel_hop}: samples would be skipped")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+            raise UserError(f"need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
 
     @property
     def mel_hop(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from halm.audio.mel import MelConfig
+from halm.errors import UserError
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PreparedDataset:
             raise DamagedFile(f"{index_path}: damaged dataset index (no {', '.join(missing)}); rerun the `halm prepare` "
                               "command that made it")
         if not self.index.get("complete"):
-            raise ValueError(f"{self.root}: preparation did not finish; rerun the same `halm prepare` command")
+            raise UserError(f"{self.root}: preparation did not finish; rerun the same `halm prepare` command")
         self.split = split
         self.mel_config = MelConfig.from_dict(self.index["mel"])
         self.codec = self.index["codec"]

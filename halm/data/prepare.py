@@ -43,6 +43,7 @@ from halm.audio.codec import DEFAULT_CODEC, Codec
 from halm.audio.codec_mel import ClosedLoopMel
 from halm.audio.io import AudioError, load_audio
 from halm.audio.mel import MelConfig, causal_log_mel
+from halm.errors import UserError
 
 INDEX_VERSION = 1
 
@@ -63,7 +64,7 @@ class PrepareConfig:
 
     def __post_init__(self):
         if self.mel_source not in ("audio", "codec"):
-            raise ValueError(f"mel_source must be 'audio' or 'codec', got {self.mel_source!r}")
+            raise UserError(f"mel_source must be 'audio' or 'codec', got {self.mel_source!r}")
 
 
 def hash_split(item_id: str, test_share: float, dev_share: float) -> str:
@@ -114,7 +115,7 @@ _CHECKED = ("version", "codec", "mel", "mel_source", "source_digest", "shard_siz
             "min_seconds", "require_text")
 
 
-class DatasetMismatch(ValueError):
+class DatasetMismatch(UserError):
     pass
 
 
@@ -246,7 +247,7 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     out = Path(out)
     items = list(open_source(source))
     if not items:
-        raise ValueError(f"{source}: no items")
+        raise UserError(f"{source}: no items")
     codec = Codec.load(cfg.codec, n_codebooks=cfg.n_codebooks)
     mel_cfg = MelConfig(sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                         frames_per_token=cfg.frames_per_token, n_mels=cfg.n_mels)

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from halm.errors import UserError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 _RESERVED = {"path", "text", "caption", "id", "split", "attributes"}
 # split names of manifests: the usual names of a validation split all mean dev
@@ -30,7 +32,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "val": "dev"
                "eval": "dev", "development": "dev", "test": "test", "testing": "test"}
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that cannot be read as asked: the message names the file (and line)."""
 
 

@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from halm.audio import mono_at
+from halm.errors import UserError
 
 SPECS = ("judge", "vggish:FILE", "clap:DIR", "laion-clap:FILE", "ast:DIR")
 
@@ -124,7 +125,7 @@ class VGGishScorer:
             channels = tuple(state[f"{k}.weight"].shape[0] for k in CONV_KEYS)
             hidden, dim = state["embeddings.0.weight"].shape[0], state["embeddings.4.weight"].shape[0]
         except KeyError as e:
-            raise ValueError(f"{path}: not a VGGish state dict in torchvggish's layout (no {e}). {VGGISH_HOW}") from None
+            raise UserError(f"{path}: not a VGGish state dict in torchvggish's layout (no {e}). {VGGISH_HOW}") from None
         self.model = VGGish(channels, hidden, dim).eval()
         self.model.load_state_dict(state)
         self.name = f"vggish:{p.name}"
@@ -135,7 +136,7 @@ class VGGishScorer:
         for i, (w, sr) in enumerate(clips):
             ex = vggish_examples(mono_at(w, sr, VGGISH_SR))
             if len(ex) == 0:
-                raise ValueError(f"clip {i}: {np.shape(w)[-1] / sr:.2f} s is shorter than one VGGish example (0.975 s)")
+                raise UserError(f"clip {i}: {np.shape(w)[-1] / sr:.2f} s is shorter than one VGGish example (0.975 s)")
             out.append(torch.cat([self.model(ex[j:j + 64]) for j in range(0, len(ex), 64)]))
         return torch.cat(out).numpy()
 
@@ -208,7 +209,7 @@ class LaionClapScorer:
         state.pop("text_branch.embeddings.position_ids", None)
         missing, unexpected = self.model.model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{p}: does not match LAION-CLAP {amodel} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise UserError(f"{p}: does not match LAION-CLAP {amodel} (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.name = f"laion-clap:{p.name}"
 
     @torch.inference_mode()
@@ -266,9 +267,9 @@ def load_scorer(spec: str, role: str):
         return None
     kind, _, path = spec.partition(":")
     if kind not in SCORERS or not path:
-        raise ValueError(f"unknown scorer {spec!r}: use one of {', '.join(SPECS)}")
+        raise UserError(f"unknown scorer {spec!r}: use one of {', '.join(SPECS)}")
     if kind not in ROLES[role]:
-        raise ValueError(f"{spec}: a {kind} model cannot give the {role.upper()} score; use judge or one of "
+        raise UserError(f"{spec}: a {kind} model cannot give the {role.upper()} score; use judge or one of "
                          f"{', '.join(k + ':...' for k in ROLES[role])}")
     key = f"{kind}:{Path(path).expanduser().resolve()}"
     if key not in _loaded:  # one load per process: one CLAP model serves both FAD and the CLAP score

@@ -11,6 +11,7 @@ import dataclasses
 import torch
 
 from halm.config import apply_overrides
+from halm.errors import UserError
 from halm.models.gpt import GPT, GPTConfig
 from halm.models.layers import count_params
 from halm.models.t2a import T2A, T2AConfig
@@ -45,7 +46,7 @@ PAPER_PARAMS = {"gpt-s": 3.7e6, "gpt-l": 40e6, "whisper-gpt": 4.0e6, "whisper-gp
 def preset_config(name: str, overrides: list[str] | None = None):
     """(family, config dataclass) of a named preset with `key=value` overrides applied."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     family, fields, _ = PRESETS[name]
     cfg_cls, _ = FAMILIES[family]
     return family, apply_overrides(cfg_cls(**fields), overrides or [])
@@ -53,12 +54,12 @@ def preset_config(name: str, overrides: list[str] | None = None):
 
 def config_from_dict(family: str, d: dict):
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        raise UserError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     cfg_cls, _ = FAMILIES[family]
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = set(d) - names
     if unknown:
-        raise ValueError(f"config for {family} has unknown fields {sorted(unknown)} (made by a newer halm?)")
+        raise UserError(f"config for {family} has unknown fields {sorted(unknown)} (made by a newer halm?)")
     defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}
     for k, v in d.items():
         want = type(defaults.get(k))
@@ -66,9 +67,9 @@ def config_from_dict(family: str, d: dict):
             ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
             ok = ok or (want is float and isinstance(v, int) and not isinstance(v, bool))
             if not ok:
-                raise ValueError(f"{k}: expected {want.__name__}, got {v!r}")
+                raise UserError(f"{k}: expected {want.__name__}, got {v!r}")
         if k in _POSITIVE and isinstance(v, int) and v < 1:
-            raise ValueError(f"{k} must be >= 1, got {v}")
+            raise UserError(f"{k} must be >= 1, got {v}")
     return cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from halm.errors import UserError
 from halm.models.layers import CausalStack, KVCache, init_weights, linear
 
 
@@ -28,7 +29,7 @@ class GPTConfig:
 
     def __post_init__(self):
         if self.d_model % self.n_head:
-            raise ValueError(f"d_model {self.d_model} must be divisible by n_head {self.n_head}")
+            raise UserError(f"d_model {self.d_model} must be divisible by n_head {self.n_head}")
 
     def to_dict(self) -> dict:
         return asdict(self)

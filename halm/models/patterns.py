@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from halm.errors import UserError
+
 PATTERNS = ("parallel", "delay", "flatten")
 
 
@@ -38,7 +40,7 @@ def frame_table(pattern: str, K: int, T: int) -> torch.Tensor:
         s = torch.arange(T * K)
         f = torch.where(s[None, :] % K == torch.arange(K)[:, None], s[None, :] // K, -1)
         return f
-    raise ValueError(f"unknown codebook pattern {pattern!r}; known: {', '.join(PATTERNS)}")
+    raise UserError(f"unknown codebook pattern {pattern!r}; known: {', '.join(PATTERNS)}")
 
 
 def n_steps(pattern: str, K: int, T: int) -> int:
@@ -49,7 +51,7 @@ def frames_for_steps(pattern: str, K: int, S: int) -> int:
     """The most frames whose pattern fits in S steps."""
     T = {"parallel": S, "delay": S - K + 1, "flatten": S // K}[pattern]
     if T < 1:
-        raise ValueError(f"{S} steps hold no frame of the {pattern} pattern with {K} codebooks")
+        raise UserError(f"{S} steps hold no frame of the {pattern} pattern with {K} codebooks")
     return T
 
 
@@ -70,7 +72,7 @@ def revert(seq: torch.Tensor, pattern: str, T: int) -> torch.Tensor:
     K, S = seq.shape[1], seq.shape[2]
     table = frame_table(pattern, K, T).to(seq.device)  # (K, S)
     if table.shape[1] > S:
-        raise ValueError(f"{S} steps are fewer than the {table.shape[1]} that {T} frames need")
+        raise UserError(f"{S} steps are fewer than the {table.shape[1]} that {T} frames need")
     step_of = torch.empty(K, T, dtype=torch.long, device=seq.device)
     ks, ss = (table >= 0).nonzero(as_tuple=True)
     step_of[ks, table[ks, ss]] = ss  # (K, T): the step that holds frame t of codebook k

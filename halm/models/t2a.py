@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from halm.errors import UserError
 from halm.models import patterns
 from halm.models.layers import CausalStack, HybridCache, init_weights
 
@@ -78,7 +79,7 @@ class T2AConfig:
                   (self.n_q >= 1, "n_q must be >= 1")]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise UserError(msg)
         patterns.frames_for_steps(self.pattern, self.n_q, self.context)  # raises if no frame fits
 
     @property

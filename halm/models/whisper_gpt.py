@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from halm.errors import UserError
 from halm.models.gpt import next_token_loss
 from halm.models.layers import CausalStack, HybridCache, init_weights, linear
 
@@ -43,9 +44,9 @@ class WhisperGPTConfig:
     def __post_init__(self):
         for d, h in ((self.d_model, self.n_head), (self.mel_d, self.mel_heads)):
             if d % h:
-                raise ValueError(f"width {d} must be divisible by its head count {h}")
+                raise UserError(f"width {d} must be divisible by its head count {h}")
         if self.fuse_init not in ("identity", "random"):
-            raise ValueError(f"fuse_init must be identity or random, not {self.fuse_init!r}")
+            raise UserError(f"fuse_init must be identity or random, not {self.fuse_init!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

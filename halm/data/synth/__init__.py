@@ -6,6 +6,7 @@ import functools
 import os
 
 from halm.data.synth.corpus import Clip, CorpusMismatch, CorpusStats, write_corpus
+from halm.errors import UserError
 
 KINDS = ("speech", "music", "sfx")
 DEFAULT_SAMPLE_RATE = 24000
@@ -22,7 +23,7 @@ def _maker(kind: str):
         from halm.data.synth.sfx import VERSION
         from halm.data.synth.sfx import make_sfx_clip as make
     else:
-        raise ValueError(f"unknown corpus kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise UserError(f"unknown corpus kind {kind!r}; choose from {', '.join(KINDS)}")
     return make, VERSION
 
 
@@ -32,7 +33,7 @@ def synthesize(
 ) -> CorpusStats:
     """Make (or continue) an offline corpus of at least `minutes` of audio in `out`."""
     if minutes <= 0:
-        raise ValueError("--minutes must be positive")
+        raise UserError("--minutes must be positive")
     make, version = _maker(kind)
     return write_corpus(kind, functools.partial(make, sample_rate=sample_rate), out, minutes, seed,
                         sample_rate, version, progress)

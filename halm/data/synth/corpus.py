@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from halm.audio.io import save_audio
+from halm.errors import UserError
 
 
 @dataclass
@@ -45,7 +46,7 @@ class CorpusStats:
         return self.new_seconds / self.elapsed if self.elapsed > 0 and self.new_items else 0.0
 
 
-class CorpusMismatch(ValueError):
+class CorpusMismatch(UserError):
     pass
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from halm.errors import UserError
+
 AUDIO_OUTPUT_SYNCHRONOUS = 2  # no background thread: safe to fork
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
@@ -101,7 +103,7 @@ class ESpeak:
     def _synth_here(self, text, voice, rate, pitch, pitch_range, volume, seed) -> np.ndarray:
         self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"espeak-ng has no voice {voice!r}")
+            raise UserError(f"espeak-ng has no voice {voice!r}")
         for param, value in ((RATE, rate), (PITCH, pitch), (RANGE, pitch_range), (VOLUME, volume)):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self._chunks = []
