@@ -20,7 +20,9 @@ with T_b the pooled frozen text-encoder output of sample b's caption (no gradien
 though the LM did not see it) and A_b its pooled audio representation: the final hidden states after
 the last norm, before the heads, over the steps with a valid target. Pooling: `max` (default) or `mean`.
 In `sample` mode, L_rr is taken over the dropped samples (when there are >= 2). `rr_gather` gathers
-T and A across DDP ranks (with gradient) before the similarities. rr_weight = 0 turns RR off (L_rr is
+T and A across DDP ranks (with gradient) before the similarities; ranks that dropped different numbers
+of samples (none included) all enter the gather, so the pairs are those of the global batch. Under
+gradient accumulation L_rr is taken per micro-batch (its pairs are those of one micro-batch). rr_weight = 0 turns RR off (L_rr is
 still computed, without gradient, and logged: the baseline's similarity gap, to compare with RR's).
 
 `mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR): at step s the LM also sees the mel
@@ -110,14 +112,28 @@ def rr_loss(text_repr: torch.Tensor, audio_repr: torch.Tensor) -> torch.Tensor:
     return ((t @ t.T - a @ a.T)[off] ** 2).sum() / (B * (B - 1))
 
 
-def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+def _world() -> int:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """(n_rank, D) on every rank -> (sum of n_rank, D) in rank order, with gradient; ranks may hold different
+    numbers of rows (0 included). Every rank must call it (it is a collective)."""
+    if _world() == 1:
         return x
+    import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), 0)
+    counts = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(_world())]
+    dist.all_gather(counts, torch.tensor([x.shape[0]], device=x.device))
+    counts = [int(c) for c in counts]
+    most = max(counts)
+    if most == 0:
+        return x
+    padded = torch.cat([x, x.new_zeros(most - x.shape[0], x.shape[1])]) if x.shape[0] < most else x  # (most, D)
+    return torch.cat([part[:n] for part, n in zip(all_gather(padded), counts)], 0)
 
 
 class T2A(nn.Module):
@@ -238,15 +254,17 @@ class T2A(nn.Module):
             extra["l_cond"] = ce.detach()
         loss = ce
         rr_rows = drop if cfg.rr_on == "cfg" else torch.ones_like(drop)
-        if int(rr_rows.sum()) >= 2:  # L_rr is logged even with rr_weight = 0 (a baseline's similarity gap)
+        gather = cfg.rr_gather and _world() > 1  # then every rank enters the gather, whatever its own rows
+        if gather or int(rr_rows.sum()) >= 2:  # L_rr is logged even with rr_weight = 0 (a baseline's similarity gap)
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.rr_weight > 0):
                 steps = valid.any(1)  # (B, S): steps with at least one target
-                t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]
-                a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]
-                if cfg.rr_gather:
-                    t_rep, a_rep = _gather_with_grad(t_rep), _gather_with_grad(a_rep)
-                l_rr = rr_loss(t_rep, a_rep)
-            if cfg.rr_weight > 0:
-                loss = loss + cfg.rr_weight * l_rr
-            extra["l_rr"] = l_rr.detach()
+                t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]  # (B_rr, Dt)
+                a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]  # (B_rr, D)
+                if gather:
+                    t_rep, a_rep = _gather_rows(t_rep), _gather_rows(a_rep)  # (global B_rr, .)
+                l_rr = rr_loss(t_rep, a_rep) if t_rep.shape[0] >= 2 else None
+            if l_rr is not None:
+                if cfg.rr_weight > 0:
+                    loss = loss + cfg.rr_weight * l_rr
+                extra["l_rr"] = l_rr.detach()
         return loss, extra
