@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from halm.checkpoint import DamagedFile
 from halm.data import open_dataset
 from halm.data.prepare import PrepareConfig, _bad_features, prepare
 from halm.data.sources import SourceError, manifest_source
@@ -310,3 +311,32 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
 
     assert all(issubclass(c, UserError) for c in (AudioError, DamagedFile, FolderInUse, SourceError, DatasetMismatch,
                                                    ListenError, RunMismatch))
+
+
+def test_damaged_shards_are_detected_and_changed_sources_encoded_again(tmp_path):
+    src = tmp_path / "src"
+    for i in range(6):
+        _float_wav(src / f"c{i}.wav", _tone(0.5 + 0.1 * i))
+    cfg = PrepareConfig(codec="halm-small", shard_size=2)
+    prepare(str(src), tmp_path / "data", cfg, progress=False)
+    shards = sorted((tmp_path / "data" / "shards").iterdir())
+    assert len(shards) == 3 and all((d / "files.json").exists() for d in shards)
+    codes = shards[0] / "codes.npy"
+    codes.write_bytes(codes.read_bytes()[:-40])  # truncated
+    with pytest.raises(DamagedFile, match="shard_00000: codes.npy has .* bytes"):
+        [it.codes for s in ("train", "dev", "test") for it in open_dataset(tmp_path / "data", s)]
+    r = subprocess.run([sys.executable, "-m", "halm", "train", "--preset", "tiny-gpt", "--data", str(tmp_path / "data"),
+                        "--out", str(tmp_path / "run"), "--steps", "2", "--set", *FAST, "context=8"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "codes.npy has" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    untouched = {d.name: (d / "codes.npy").stat().st_mtime_ns for d in shards[1:]}
+    r = prepare(str(src), tmp_path / "data", cfg, progress=False)
+    assert [x["shard"] for x in r["reencoded"]] == [0] and "codes.npy" in r["reencoded"][0]["reason"]
+    assert {d.name: (d / "codes.npy").stat().st_mtime_ns for d in shards[1:]} == untouched
+    # a source changed in place: its shard is encoded again, the others are not
+    _float_wav(src / "c5.wav", _tone(1.5, amp=0.1))
+    r = prepare(str(src), tmp_path / "data", cfg, progress=False)
+    assert len(r["reencoded"]) == 1 and "c5.wav changed since it was encoded" in r["reencoded"][0]["reason"]
+    item = next(it for s in ("train", "dev", "test") for it in open_dataset(tmp_path / "data", s) if it.id == "c5")
+    assert item.codes.shape[1] == -(-int(1.5 * 24000) // 320)
+    assert prepare(str(src), tmp_path / "data", cfg, progress=False)["reencoded"] == []  # now all verified

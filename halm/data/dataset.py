@@ -54,6 +54,13 @@ class PreparedDataset:
                 if split is None or r["split"] == split:
                     self._rows.append((k, r))
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        from halm.data.prepare import shard_problem
+
+        for k in sorted({k for k, _ in self._rows}):  # before any training starts: sizes against files.json
+            d = self.root / "shards" / f"shard_{k:05d}"
+            if why := shard_problem(d, checksums=False):
+                raise DamagedFile(f"{d}: {why}; rerun the `halm prepare` command that made {self.root} "
+                                  "(it encodes damaged shards again)")
 
     def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k not in self._arrays:

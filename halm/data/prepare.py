@@ -22,6 +22,10 @@ get a deterministic split from a hash of their id: `test_share` test, `dev_share
 With >= 3 items no asked-for split is left empty (the nearest train item by hash moves there); an
 empty split is reported. Items are checked after encoding too: codes outside the codebook or a
 non-finite / absurd mel skip the item with the reason.
+
+Integrity: each shard records the size and sha256 of its files and the size and mtime of its source
+files (shard_*/files.json). A rerun checks every finished shard against it and encodes again a shard
+whose files were damaged or whose sources changed in place; opening a dataset checks the sizes.
 """
 
 from __future__ import annotations
@@ -221,12 +225,70 @@ def _worker_init(codec_spec: str, n_codebooks, mel_cfg: dict, cfg: dict) -> None
     _WORKER["cfg"] = PrepareConfig(**cfg)
 
 
+SHARD_FILES = ("codes.npy", "mel.npy", "items.jsonl", "skipped.jsonl")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _source_stamp(path) -> dict | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_shard_record(shard_dir: Path, items) -> None:
+    """shard_dir/files.json: size + sha256 of each shard file, size + mtime of each source file."""
+    record = {"files": {n: {"size": (shard_dir / n).stat().st_size, "sha256": _sha256(shard_dir / n)} for n in SHARD_FILES},
+              "sources": {it.id: {"path": str(it.path), **(_source_stamp(it.path) or {"missing": True})} for it in items}}
+    (shard_dir / "files.json").write_text(json.dumps(record) + "\n")
+
+
+def shard_problem(shard_dir: Path, items=None, checksums: bool = True) -> str | None:
+    """Why a finished shard cannot be trusted (a damaged file, a source changed since), or None.
+    Shards made before files.json existed are checked for consistent array lengths only."""
+    rec_path = shard_dir / "files.json"
+    if rec_path.exists():
+        try:
+            rec = json.loads(rec_path.read_text())
+        except json.JSONDecodeError:
+            return "files.json is damaged"
+        for name, want in rec["files"].items():
+            f = shard_dir / name
+            if not f.exists() or f.stat().st_size != want["size"]:
+                return f"{name} has {f.stat().st_size if f.exists() else 'no'} bytes, {want['size']} were written"
+            if checksums and _sha256(f) != want["sha256"]:
+                return f"{name} changed since it was written (sha256)"
+        for it in items or []:
+            old = rec["sources"].get(it.id)
+            if old is not None and (_source_stamp(it.path) or {"missing": True}) != {k: v for k, v in old.items() if k != "path"}:
+                return f"source {it.path} changed since it was encoded"
+        return None
+    try:
+        rows = _jsonl(shard_dir / "items.jsonl")
+        frames = sum(r["frames"] for r in rows)
+        codes, mel = np.load(shard_dir / "codes.npy", mmap_mode="r"), np.load(shard_dir / "mel.npy", mmap_mode="r")
+    except (OSError, ValueError, json.JSONDecodeError, KeyError) as e:
+        return f"unreadable ({e})"
+    if codes.shape[1] != frames or mel.shape[0] != frames:
+        return f"arrays hold {codes.shape[1]} / {mel.shape[0]} frames, its items {frames}"
+    return None
+
+
 def _worker_shard(args):
     shard_idx, items, out = args
     final, tmp = Path(out) / "shards" / f"shard_{shard_idx:05d}", Path(out) / "shards" / f".shard_{shard_idx:05d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     seconds, n = _encode_shard(_WORKER["codec"], _WORKER["mel"], _WORKER["cfg"], items, tmp)
+    _write_shard_record(tmp, items)
     os.replace(tmp, final)
     return shard_idx, seconds, n
 
@@ -265,6 +327,13 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
 
     _ensure_splits(items, cfg)
     shards = [items[i: i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
+    reencoded = []
+    for k, s_items in enumerate(shards):  # a finished shard that is damaged, or whose sources changed, is redone
+        d = out / "shards" / f"shard_{k:05d}"
+        if d.is_dir() and (why := shard_problem(d, s_items)):
+            reencoded.append({"shard": k, "reason": why})
+            print(f"halm prepare: {d}: {why}; encoding it again", file=sys.stderr)
+            shutil.rmtree(d)
     todo = [(k, s, str(out)) for k, s in enumerate(shards) if not (out / "shards" / f"shard_{k:05d}").is_dir()]
     total_s = sum(r["seconds"] for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir()
                   for r in _jsonl(out / "shards" / f"shard_{k:05d}" / "items.jsonl"))
@@ -314,7 +383,7 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, index_path)
     return {"out": str(out), "items": sum(s["items"] for s in splits.values()), "skipped": len(skipped),
-            "without_text": without_text,
+            "without_text": without_text, "reencoded": reencoded,
             "splits": splits, "new_seconds": round(new_s, 2), "elapsed_s": round(elapsed, 2),
             "realtime_factor": round(new_s / elapsed, 1) if todo and elapsed > 0 else None,
             "previously_done_seconds": round(total_s, 2)}
