@@ -340,3 +340,32 @@ def test_damaged_shards_are_detected_and_changed_sources_encoded_again(tmp_path)
     item = next(it for s in ("train", "dev", "test") for it in open_dataset(tmp_path / "data", s) if it.id == "c5")
     assert item.codes.shape[1] == -(-int(1.5 * 24000) // 320)
     assert prepare(str(src), tmp_path / "data", cfg, progress=False)["reencoded"] == []  # now all verified
+
+
+def test_fuzzed_manifests_and_transcripts_never_crash_with_a_traceback(tmp_path):
+    """Random bytes and random JSON-ish lines: a reader yields items or raises SourceError, nothing else."""
+    from halm.data.sources import librispeech_source
+
+    rng = np.random.default_rng(0)
+    pieces = ['{"path": "a.wav"}', '{"path": 3}', '{"path": "b.wav", "split": "val"}', '{"text": 1, "path": "c"}',
+              '[]', 'null', '{"path": "d.wav", "attributes": 5}', '{"path": "e.wav", "split": ["x"]}', '{', '"x"',
+              '{"path": "f.wav", "id": "f"}', '{"path": "f.wav", "id": "f"}', '\ufeff{"path": "g.wav"}', '']
+    chap = tmp_path / "train-clean-5" / "1" / "2"
+    chap.mkdir(parents=True)
+    sf.write(chap / "1-2-0000.flac", _tone().astype(np.float32), 16000)
+    for trial in range(200):
+        m = tmp_path / "m.jsonl"
+        if trial % 2:
+            m.write_bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+        else:
+            m.write_text("\n".join(str(rng.choice(pieces)) for _ in range(int(rng.integers(1, 8)))))
+        trans = chap / "1-2.trans.txt"
+        if trial % 3 == 0:
+            trans.write_bytes(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes())
+        else:
+            trans.write_text("\n".join(rng.choice(["1-2-0000 HELLO", "1-2-0001", "", "   ", "1-2-0009 X Y"], 3)))
+        for reader, arg in ((manifest_source, m), (librispeech_source, tmp_path)):
+            try:
+                list(reader(arg))
+            except SourceError:
+                pass

@@ -69,7 +69,11 @@ def librispeech_source(root: str | os.PathLike) -> Iterator[SourceItem]:
         for trans in sorted(subset_dir.glob("*/*/*.trans.txt")):
             chapter_dir = trans.parent
             texts: dict[str, str] = {}
-            for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                lines = trans.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{trans}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            for lineno, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 parts = line.strip().split(maxsplit=1)
@@ -112,39 +116,42 @@ def manifest_source(path: str | os.PathLike) -> Iterator[SourceItem]:
         raise SourceError(f"{path}: manifest not found")
     base = path.parent
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            if not isinstance(row.get("path"), str) or not row["path"]:
-                raise SourceError(f"{where}: missing \"path\" (a string)")
-            text = row.get("text", row.get("caption"))
-            if text is not None and not isinstance(text, str):
-                raise SourceError(f"{where}: \"text\" must be a string, got {type(text).__name__}")
-            attrs = row.get("attributes", {})
-            if not isinstance(attrs, dict):
-                raise SourceError(f"{where}: \"attributes\" must be an object")
-            attrs = {**{k: v for k, v in row.items() if k not in _RESERVED}, **attrs}
-            audio = Path(row["path"])
-            audio = audio if audio.is_absolute() else base / audio
-            uid = str(row.get("id") or Path(row["path"]).with_suffix("").as_posix())
-            if uid in seen:
-                raise SourceError(f"{where}: duplicate id {uid!r}")
-            seen.add(uid)
-            split = row.get("split")
-            if split is not None and split != "":
-                if not isinstance(split, str) or split.strip().lower() not in SPLIT_NAMES:
-                    raise SourceError(f"{where}: unknown split {split!r}; use train, dev (or val / validation / eval) "
-                                      "or test, or leave it out for a hash split")
-                split = SPLIT_NAMES[split.strip().lower()]
-            yield SourceItem(id=uid, path=audio, text=text, attributes=attrs, split=split or None)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")  # -sig: a leading byte-order mark is allowed
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise SourceError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        if not isinstance(row.get("path"), str) or not row["path"]:
+            raise SourceError(f"{where}: missing \"path\" (a string)")
+        text = row.get("text", row.get("caption"))
+        if text is not None and not isinstance(text, str):
+            raise SourceError(f"{where}: \"text\" must be a string, got {type(text).__name__}")
+        attrs = row.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise SourceError(f"{where}: \"attributes\" must be an object")
+        attrs = {**{k: v for k, v in row.items() if k not in _RESERVED}, **attrs}
+        audio = Path(row["path"])
+        audio = audio if audio.is_absolute() else base / audio
+        uid = str(row.get("id") or Path(row["path"]).with_suffix("").as_posix())
+        if uid in seen:
+            raise SourceError(f"{where}: duplicate id {uid!r}")
+        seen.add(uid)
+        split = row.get("split")
+        if split is not None and split != "":
+            if not isinstance(split, str) or split.strip().lower() not in SPLIT_NAMES:
+                raise SourceError(f"{where}: unknown split {split!r}; use train, dev (or val / validation / eval) "
+                                  "or test, or leave it out for a hash split")
+            split = SPLIT_NAMES[split.strip().lower()]
+        yield SourceItem(id=uid, path=audio, text=text, attributes=attrs, split=split or None)
 
 
 def open_source(spec: str | os.PathLike) -> Iterator[SourceItem]:
