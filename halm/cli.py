@@ -56,6 +56,30 @@ def cmd_inspect(args) -> int:
         ids.add(item.id)
     result = {"source": args.source, "items": n, "with_text": with_text, "splits": splits,
               "missing_files": missing[:20], "n_missing_files": len(missing), "duplicate_ids": dupes[:20]}
+    bad = []
+    if args.check:
+        import soundfile as sf
+        from tqdm import tqdm
+
+        from halm.audio import AudioError, load_audio
+
+        rates: dict[str, int] = {}
+        seconds = 0.0
+        for item in tqdm(list(open_source(args.source)), desc="inspect --check", unit="file", disable=args.json,
+                         dynamic_ncols=True):
+            if not item.path.exists():
+                continue
+            try:
+                wav, sr = load_audio(item.path, min_seconds=args.min_seconds, warn_silent=False)
+            except AudioError as e:
+                bad.append({"id": item.id, "path": str(item.path), "reason": e.reason})
+                continue
+            except (sf.LibsndfileError, RuntimeError) as e:
+                bad.append({"id": item.id, "path": str(item.path), "reason": f"unreadable audio ({e})"})
+                continue
+            rates[str(sr)] = rates.get(str(sr), 0) + 1
+            seconds += wav.shape[1] / sr
+        result.update(sample_rates=rates, seconds=round(seconds, 2), bad_files=bad[:50], n_bad_files=len(bad))
     if args.json:
         print(json.dumps(result))
     else:
@@ -64,7 +88,12 @@ def cmd_inspect(args) -> int:
             print(f"  missing: {m}")
         for d in dupes[:20]:
             print(f"  duplicate id: {d}")
-    return 1 if missing or dupes else 0
+        if args.check:
+            print(f"  {result['seconds'] / 60:.1f} min of audio, sample rates {result['sample_rates']}, "
+                  f"{len(bad)} files prepare would skip")
+            for b in bad[:50]:
+                print(f"  bad: {b['path']}: {b['reason']}")
+    return 1 if missing or dupes or bad else 0
 
 
 def cmd_mel(args) -> int:
@@ -435,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read a source (LibriSpeech tree, audio folder, JSONL manifest or synth corpus) "
                        "and report items, text coverage, splits, missing files and duplicate ids.")
     s.add_argument("source", help="a LibriSpeech folder, an audio folder, a .jsonl manifest or a halm synth corpus")
+    s.add_argument("--check", action="store_true", help="also open every audio file: sample rates, duration, and the "
+                   "files prepare would skip (unreadable, empty, non-finite, absurd level, too short) with the reason")
+    s.add_argument("--min-seconds", type=float, default=0.1, help="--check: shorter audio is reported (default 0.1, "
+                   "as prepare)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     s.set_defaults(func=cmd_inspect)
 

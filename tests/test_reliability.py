@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -369,3 +370,16 @@ def test_fuzzed_manifests_and_transcripts_never_crash_with_a_traceback(tmp_path)
                 list(reader(arg))
             except SourceError:
                 pass
+
+
+def test_inspect_check_opens_the_audio(tmp_path):
+    src = tmp_path / "src"
+    _float_wav(src / "good.wav", _tone())
+    for name, data, _ in BAD_AUDIO:
+        _float_wav(src / name, data)
+    r = subprocess.run([sys.executable, "-m", "halm", "inspect", str(src), "--check", "--json"], capture_output=True,
+                       text=True)
+    res = json.loads(r.stdout)
+    assert r.returncode == 1 and res["n_bad_files"] == len(BAD_AUDIO) and res["sample_rates"] == {"24000": 1}
+    reasons = {Path(b["path"]).name: b["reason"] for b in res["bad_files"]}
+    assert all(words in reasons[name] for name, _, words in BAD_AUDIO) and res["seconds"] == pytest.approx(1.0)

@@ -123,8 +123,11 @@ class DatasetMismatch(UserError):
     pass
 
 
-def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, shard_dir: Path) -> tuple[float, int]:
-    """Encode one shard into shard_dir (a temp folder). Returns (seconds of audio, items written)."""
+def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, shard_dir: Path,
+                  on_clips=None) -> tuple[float, int]:
+    """Encode one shard into shard_dir (a temp folder). Returns (seconds of audio, items written).
+    on_clips(n, seconds): called as clips are done (skipped ones at once, encoded ones per batch)."""
+    on_clips = on_clips or (lambda n, seconds: None)
     sr, hop = codec.sample_rate, codec.hop_length
     loaded, skipped = [], []
     for it in items:
@@ -139,6 +142,7 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
                 reason = e.reason
         if reason:
             skipped.append({"id": it.id, "path": str(it.path), "reason": reason})
+            on_clips(1, 0.0)
     # batch clips of similar length; pad each to whole frames so its codes do not depend on the batch
     order = sorted(range(len(loaded)), key=lambda i: len(loaded[i][1]))
     codes_out: dict[int, np.ndarray] = {}
@@ -167,6 +171,7 @@ def _encode_shard(codec: Codec, mel_cfg: MelConfig, cfg: PrepareConfig, items, s
                 continue
             codes_out[j] = c.numpy().astype(np.uint16)
             mels_out[j] = m.numpy().astype(np.float16)
+        on_clips(len(group), sum(len(loaded[j][1]) for j in group) / sr)
     loaded = [x for j, x in enumerate(loaded) if j in codes_out]
     codes_out = dict(enumerate(codes_out[j] for j in sorted(codes_out)))
     mels_out = dict(enumerate(mels_out[j] for j in sorted(mels_out)))
@@ -287,7 +292,7 @@ def _worker_shard(args):
     final, tmp = Path(out) / "shards" / f"shard_{shard_idx:05d}", Path(out) / "shards" / f".shard_{shard_idx:05d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    seconds, n = _encode_shard(_WORKER["codec"], _WORKER["mel"], _WORKER["cfg"], items, tmp)
+    seconds, n = _encode_shard(_WORKER["codec"], _WORKER["mel"], _WORKER["cfg"], items, tmp, _WORKER.get("on_clips"))
     _write_shard_record(tmp, items)
     os.replace(tmp, final)
     return shard_idx, seconds, n
@@ -337,26 +342,31 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     todo = [(k, s, str(out)) for k, s in enumerate(shards) if not (out / "shards" / f"shard_{k:05d}").is_dir()]
     total_s = sum(r["seconds"] for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir()
                   for r in _jsonl(out / "shards" / f"shard_{k:05d}" / "items.jsonl"))
-    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), unit="shard", desc="prepare",
-               disable=not progress, dynamic_ncols=True)
+    done_clips = sum(len(shards[k]) for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir())
+    bar = tqdm(total=len(items), initial=done_clips, unit="clip", desc="prepare", disable=not progress,
+               dynamic_ncols=True)
     t0, new_s = time.perf_counter(), 0.0
+    clip_s = [0.0]
+
+    def on_clips(n: int, seconds: float):
+        clip_s[0] += seconds
+        bar.update(n)
+        bar.set_postfix_str(f"{clip_s[0] / max(time.perf_counter() - t0, 1e-9):.0f}x real time")
     init_args = (cfg.codec, cfg.n_codebooks, mel_cfg.to_dict(), asdict(cfg))
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context(_START_METHOD)
         with ctx.Pool(workers, initializer=_worker_init, initargs=init_args) as pool:
-            for _, seconds, _n in pool.imap_unordered(_worker_shard, todo):
+            for k, seconds, _n in pool.imap_unordered(_worker_shard, todo):
                 new_s += seconds
-                bar.update(1)
-                bar.set_postfix_str(f"{new_s / (time.perf_counter() - t0):.0f}x real time")
+                on_clips(len(shards[k]), seconds)
     else:
-        _WORKER.update(codec=codec, mel=mel_cfg, cfg=cfg)
+        _WORKER.update(codec=codec, mel=mel_cfg, cfg=cfg, on_clips=on_clips)
         for job in todo:
             _, seconds, _n = _worker_shard(job)
             new_s += seconds
-            bar.update(1)
-            bar.set_postfix_str(f"{new_s / (time.perf_counter() - t0):.0f}x real time")
+        _WORKER.pop("on_clips")
     bar.close()
     elapsed = time.perf_counter() - t0
 
