@@ -8,14 +8,16 @@ references through the run's codec (what generation can reach). Appends one row 
 judge's weight hashes and the corpus sizes; --tables prints the markdown tables of docs/results.md.
 
     python benchmarks/t2a_baseline.py --run RUN/best --captions HELDOUT --domain sfx --n 147 --cfgs 0 1 3 5 \
-        --out EVALS --results docs/results/t2a_baseline.json
-    python benchmarks/t2a_baseline.py --results docs/results/t2a_baseline.json --tables
+        --out EVALS --results docs/results/t2a_rr.json
+    python benchmarks/t2a_baseline.py --results docs/results/t2a_rr.json --tables
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -32,42 +34,54 @@ def corpus_minutes(data: str) -> dict:
 def score(args) -> dict:
     from halm.eval_t2a import eval_t2a
     from halm.evaluate import evaluate_run
-    from halm.judge import judge_hash
     from halm.train import read_run_config
 
     rc = read_run_config(args.run)
     best = Path(args.run) / "best.json"
     steps = json.loads(best.read_text())["step"] if best.exists() else rc["train"]["steps"]
-    results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {"rows": []}
     t0 = time.perf_counter()
     ev = evaluate_run(args.run, split="test", progress=False)
     for cfg in args.cfgs:
         out = Path(args.out) / f"{Path(args.run).resolve().parent.name}_cfg{cfg:g}_seed{args.seed}"
         sc = eval_t2a(args.run, args.captions, str(out), n=args.n, cfg_coef=cfg, seed=args.seed, progress=False,
                       codec_ceiling=True)
-        row = {"domain": args.domain, "setting": args.setting, "run": str(args.run), "seed": rc["train"]["seed"],
-               "sample_seed": args.seed, "cfg": cfg, "steps": steps, "train_tokens": None,
+        run_name = "/".join(Path(args.run).resolve().parts[-2:]) if best.exists() else Path(args.run).name
+        row = {"domain": args.domain, "setting": args.setting, "run": run_name, "seed": rc["train"]["seed"],
+               "sample_seed": args.seed, "cfg": cfg, "steps": steps,
+               "train_tokens": steps * rc["train"]["batch_size"] * rc["model"]["context"],
                "nll": ev["nll"], "nll_uncond": ev.get("nll_uncond"), "fad": sc["fad"], "fad_std": sc["fad_std"],
                "fad_inf": sc["fad_inf"], "kl": sc["kl"], "clap": sc["clap"], "controllability": sc["controllability"],
                "n_clips": sc["n"], "seconds": sc["seconds"]}
+        # two processes (other runs) may share one --results file: read-modify-write under a lock
+        lock = open(str(args.results) + ".lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {"rows": []}
         results["rows"] = [r for r in results["rows"] if not (r["run"] == row["run"] and r["cfg"] == cfg
                                                               and r["sample_seed"] == args.seed)] + [row]
         results.setdefault("reference", {})[args.domain] = {
             "clap": sc["reference"]["clap"], "controllability": sc["reference"]["controllability"],
-            "codec": sc["reference_codec"], "n_clips": sc["n"], "captions": str(args.captions)}
+            "codec": sc["reference_codec"], "n_clips": sc["n"], "captions": Path(args.captions).name}
+        _stamp(results, rc, sc, args, t0)
+        lock.close()
         print(json.dumps(row), flush=True)
+    return results
+
+
+def _stamp(results: dict, rc: dict, sc: dict, args, t0: float) -> None:
+    """The file-level facts (codec, judge, corpus, machine) and an atomic write."""
+    from halm.judge import judge_hash
+
     results["codec"] = {"name": rc["data"]["codec"]["name"], "weights_sha256": rc["data"]["codec"]["weights_sha256"]}
     results["judge"] = {"version": sc["judge_version"], "weights_sha256": judge_hash(None)}
     results.setdefault("corpora", {})[args.domain] = {"train_minutes": corpus_minutes(rc["data"]["path"])["train"],
                                                       "splits_minutes": corpus_minutes(rc["data"]["path"])}
     results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads 1"
     results["date"] = time.strftime("%Y-%m-%d")
-    results["wall_s"] = round(time.perf_counter() - t0, 1)
-    tmp = Path(args.results).with_suffix(".tmp")
+    results.setdefault("wall_s", {})[f"{args.setting}/{args.domain}"] = round(time.perf_counter() - t0, 1)
+    tmp = Path(args.results).with_suffix(f".{os.getpid()}.tmp")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(args.results)
-    return results
 
 
 def pct(v) -> str:
@@ -83,7 +97,8 @@ def tables(results: dict) -> str:
         out += [f"| {domain} | steps | test NLL | NLL, null cond. | FAD | FAD∞ | KL | CLAP | " + " | ".join(heads) + " |",
                 "|---" * (8 + len(heads)) + "|"]
         for r in rows:
-            label = "null caption (CFG 0)" if r["cfg"] == 0 else f"{r['setting']}, CFG {r['cfg']:g}"
+            name = "no RR" if r["setting"] == "none" else r["setting"]
+            label = f"{name}: null caption (CFG 0)" if r["cfg"] == 0 else f"{name}, CFG {r['cfg']:g}"
             out.append(f"| {label} | {r['steps']} | {r['nll']:.3f} | {r['nll_uncond']:.3f} | {r['fad']:.3f} ± "
                        f"{r['fad_std']:.3f} | {r['fad_inf']:.3f} | {r['kl']:.3f} | {r['clap']:.3f} | "
                        + " | ".join(pct(r["controllability"].get(h)) for h in heads) + " |")
@@ -101,12 +116,13 @@ def main():
     p.add_argument("--run", help="the run to score (e.g. RUN/best)")
     p.add_argument("--captions", help="held-out captioned corpus (its clips are the references)")
     p.add_argument("--domain", choices=sorted(HEADS), default="sfx")
-    p.add_argument("--setting", default="baseline", help="label of the run in the table (default baseline)")
+    p.add_argument("--setting", default="none", help="the run's setting, as in rr_experiment.py: none (no RR), "
+                   "rr-max-3, ... (default none)")
     p.add_argument("--n", type=int, default=100, help="captions scored (default 100)")
     p.add_argument("--cfgs", type=float, nargs="+", default=[0.0, 1.0, 3.0, 5.0])
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--out", default="t2a_baseline_evals", help="folder for the eval-t2a outputs")
-    p.add_argument("--results", default="docs/results/t2a_baseline.json")
+    p.add_argument("--results", default="docs/results/t2a_rr.json")
     p.add_argument("--tables", action="store_true", help="print the tables of --results and exit")
     args = p.parse_args()
     if args.tables:
