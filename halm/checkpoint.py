@@ -93,18 +93,27 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace")
-            os.close(fd)
+        path = self.folder / ".lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                h = json.loads(holder)
-                who = f"process {h['pid']} on {h['host']} ({h['command']}, since {h['since']})"
-            except (json.JSONDecodeError, KeyError, TypeError):
-                who = "another process"
-            raise FolderInUse(f"{self.folder} is in use by {who}; wait for it to finish or stop it") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode(errors="replace")
+                os.close(fd)
+                try:
+                    h = json.loads(holder)
+                    who = f"process {h['pid']} on {h['host']} ({h['command']}, since {h['since']})"
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    who = "another process"
+                raise FolderInUse(f"{self.folder} is in use by {who}; wait for it to finish or stop it") from None
+            try:  # a releasing holder may have removed the file between our open and our lock: then retry
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            self.folder.mkdir(parents=True, exist_ok=True)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
@@ -114,11 +123,11 @@ class FolderLock:
     def release(self) -> None:
         if self.fd is None:
             return
+        if self.created and [p.name for p in self.folder.iterdir()] == [".lock"]:
+            shutil.rmtree(self.folder, ignore_errors=True)  # still holding the lock: nobody can be using it
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
-        if self.created and [p.name for p in self.folder.iterdir()] == [".lock"]:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

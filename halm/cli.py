@@ -408,7 +408,10 @@ def cmd_generate(args) -> int:
     from halm.generate import text_to_audio
 
     if args.captions:
-        captions = [line.strip() for line in Path(args.captions).read_text().splitlines() if line.strip()]
+        try:
+            captions = [line.strip() for line in Path(args.captions).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise UserError(f"{args.captions}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     elif args.text:
         captions = [args.text]
     else:

@@ -99,7 +99,8 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
             resynth.append(clip_from_wav(y, codec.sample_rate, it.text, it.attributes, judge.cfg.n_mels, it.id))
         codec_emb, codec_post = embed_clips(judge, resynth)
     text = judge.text_embed(_sentence_embeddings([it.text for it in items], judge.cfg.text_encoder)).detach()
-    targets = {k: [c["attributes"].get(k) for c in ref] for k in judge.cfg.attributes}
+    targets = {k: [None if k in c["late"] else c["attributes"].get(k) for c in ref]  # late hits: unjudged
+               for k in judge.cfg.attributes}
     targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
 
     def predicted(post):

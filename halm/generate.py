@@ -72,7 +72,7 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
     if T0 < 1:
         raise UserError("generation needs a prompt of at least one token")
     if model.uses_mel and (mel is None or mel_fn is None):
-        raise UserError("the hybrid needs the prompt's mel and a mel_fn for the generated tokens (ClosedLoopMel)")
+        raise ValueError("the hybrid needs the prompt's mel and a mel_fn for the generated tokens (ClosedLoopMel)")
     gen = torch.Generator(device=device).manual_seed(seed)
     toks = torch.empty(B, T0 + n_new, dtype=torch.long, device=device)
     toks[:, :T0] = tokens.to(device)
@@ -213,7 +213,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
 
     if model.uses_mel:
         if mel_fn is None:
-            raise UserError("this t2a model has the mel path: pass mel_fn (ClosedLoopMel of the run's codec)")
+            raise ValueError("this t2a model has the mel path: pass mel_fn (ClosedLoopMel of the run's codec)")
         r, M = cfg.frames_per_token, cfg.n_mels
         frame_mel = torch.zeros(B, n_frames, r, M, device=device)
         if prompt_mel is not None:

@@ -157,6 +157,8 @@ def _chroma_map() -> torch.Tensor:
 
 def chroma16(wav: torch.Tensor) -> torch.Tensor:
     """wav (N,) at 16 kHz -> chroma frames (24, F) at the log-mel's 50 frames/s: magnitude per pitch class."""
+    if wav.shape[-1] <= CHROMA_FFT // 2:  # the centred STFT needs more than half a window: pad a very short clip
+        wav = F.pad(wav, (0, CHROMA_FFT // 2 + 1 - wav.shape[-1]))
     spec = torch.stft(wav, CHROMA_FFT, hop_length=HOP, window=torch.hann_window(CHROMA_FFT), return_complex=True).abs()
     return _chroma_map() @ spec  # (24, F)
 
@@ -435,7 +437,8 @@ def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True) -> d
     rank = (sim > sim.diag()[:, None]).sum(1)  # clips scored above the caption's own clip
     from halm.metrics.t2a import attribute_accuracy
 
-    targets = {k: [c["attributes"].get(k) for c in clips] for k in judge.cfg.attributes}
+    targets = {k: [None if k in c["late"] else c["attributes"].get(k) for c in clips]  # late hits: unjudged
+               for k in judge.cfg.attributes}
     targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
     predicted = {k: [judge.cfg.attributes[k][int(i)] for i in posts[k].argmax(-1)] for k in targets}
     acc = with_order(attribute_accuracy(predicted, targets), predicted, targets)

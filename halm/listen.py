@@ -13,12 +13,15 @@ a `manifest.jsonl` (path -> text), or a sidecar `<name>.json` with a `caption` o
 The A/B test (the RR paper's protocol): a rater names themself on the first page; the pairs (clips with
 the same name in both folders) come in an order drawn from (seed, rater), each with A on the left or the
 right by (seed, rater, pair), so a rater who comes back sees the same order and continues after their
-last vote. A vote is one JSON line appended to OUT/votes.jsonl under a file lock (safe for several
+last vote. The page never tells which side is A: the players' URLs name the side (left / right), not
+the folder, and the server works out A's side itself when the vote arrives. A vote is one JSON line appended to OUT/votes.jsonl under a file lock (safe for several
 raters and several server processes). A rater's last vote on a pair is the one counted.
 
 Safety: binds 127.0.0.1 unless --host says otherwise; serves only the WAV and PNG files found when the
 folders were scanned (looked up by name, never joined to a path from the request; symlinks that lead
-out of a folder are not served); form fields are checked against what the server itself would show.
+out of a folder are not served); form fields are checked against what the server itself would show,
+forms carry a per-server token (a page elsewhere cannot post votes), and a loopback server answers
+only loopback Host names (DNS rebinding). An OUT that holds votes for other folders is refused.
 The pages are plain HTML forms and <audio> elements; a few lines of JS add keyboard shortcuts.
 """
 
@@ -33,6 +36,7 @@ import math
 import os
 import random
 import re
+import secrets
 import sys
 import threading
 import time
@@ -44,7 +48,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from halm.errors import UserError
 
-RATER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+RATER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # used with fullmatch
 CHOICES = ("left", "right", "same")
 MAX_FORM_BYTES = 4096
 
@@ -93,30 +97,36 @@ def _add_captions(root: Path, clips: dict[str, Clip]) -> None:
             rows = json.loads(results.read_text()).get("per_caption") or []
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             rows = []
-        for r in rows:
-            c = clips.get(f"samples/{r.get('id')}")
+        for r in rows if isinstance(rows, list) else []:
+            c = clips.get(f"samples/{r.get('id')}") if isinstance(r, dict) else None
             if c is not None:
-                c.caption = r.get("text")
-                c.judged = {k: (v, (r.get("generated") or {}).get(k)) for k, v in (r.get("target") or {}).items()
-                            if v is not None}
+                c.caption = _text(r.get("text"))
+                target, heard = r.get("target"), r.get("generated")
+                if isinstance(target, dict):
+                    heard = heard if isinstance(heard, dict) else {}
+                    c.judged = {k: (v, heard.get(k)) for k, v in target.items() if v is not None}
     manifest = root / "manifest.jsonl"
     if manifest.is_file():
         for line in manifest.read_text(errors="replace").splitlines():
             try:
                 r = json.loads(line)
                 c = clips.get(Path(r["path"]).with_suffix("").as_posix())
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
             if c is not None and c.caption is None:
-                c.caption = r.get("text")
+                c.caption = _text(r.get("text"))
     for c in clips.values():
         side = c.wav.with_suffix(".json")
         if c.caption is None and side.is_file():
             try:
                 d = json.loads(side.read_text())
-                c.caption = d.get("caption") or d.get("text") if isinstance(d, dict) else None
+                c.caption = _text(d.get("caption") or d.get("text")) if isinstance(d, dict) else None
             except (json.JSONDecodeError, UnicodeDecodeError):
                 pass
+
+
+def _text(x) -> str | None:
+    return x if isinstance(x, str) and x.strip() else None
 
 
 # ---- the A/B design ----------------------------------------------------------------------------
@@ -232,13 +242,28 @@ class Listener:
             if not self.pairs:
                 raise ListenError(f"{dirs[0]} and {dirs[1]} share no WAV file names: nothing to compare")
             self.out.mkdir(parents=True, exist_ok=True)
+            other = {(v.get("a"), v.get("b")) for v in read_votes(self.out)} - {(self.dirs[0], self.dirs[1])}
+            if other:
+                a, b = sorted(other, key=str)[0]
+                raise ListenError(f"{ab_out} holds votes for other folders (A {a}, B {b}); use another --out")
+        self.token = secrets.token_hex(16)
+        self.host = "127.0.0.1"  # in every form: a page elsewhere cannot post votes
         self._png_cache: dict[tuple[int, str], bytes] = {}
         self._lock = threading.Lock()
 
     # files
     def wav(self, folder: int, name: str) -> bytes | None:
         c = self.clips[folder].get(name) if 0 <= folder < len(self.clips) else None
-        return c.wav.read_bytes() if c else None
+        try:
+            return c.wav.read_bytes() if c else None
+        except OSError:  # deleted since the scan
+            return None
+
+    def ab_wav(self, rater: str, pair: str, side: str) -> bytes | None:
+        """The audio of one side of a pair as this rater sees it (the URL does not say which folder)."""
+        if not RATER.fullmatch(rater) or pair not in self.pairs or side not in ("left", "right"):
+            return None
+        return self.wav(0 if side == a_side(self.seed, rater, pair) else 1, pair)
 
     def png(self, folder: int, name: str) -> bytes | None:
         c = self.clips[folder].get(name) if 0 <= folder < len(self.clips) else None
@@ -294,14 +319,13 @@ class Listener:
             return _page("halm listen: done", f"<h1>Thank you, {html.escape(rater)}</h1><p>You have rated all "
                          f"{len(self.pairs)} pairs.</p>")
         pair = left_pairs[0]
-        side = a_side(self.seed, rater, pair)
-        order = (0, 1) if side == "left" else (1, 0)  # folder shown on the left, on the right
         cap = self.caption(pair)
+        q = f"rater={quote(rater)}&amp;pair={quote(pair)}"
         players = "".join(f"<div class='side'><h2>{label}</h2><audio controls preload='auto' "
-                          f"src='{_url('audio', f, pair, 'wav')}'></audio></div>"
-                          for label, f in zip(("Left", "Right"), order))
+                          f"src='/ab/audio/{side}.wav?{q}'></audio></div>"
+                          for label, side in (("Left", "left"), ("Right", "right")))
         hidden = "".join(f"<input type='hidden' name='{k}' value='{html.escape(v, quote=True)}'>"
-                         for k, v in (("rater", rater), ("pair", pair), ("a_side", side)))
+                         for k, v in (("rater", rater), ("pair", pair), ("token", self.token)))
         buttons = "".join(f"<button type='submit' name='choice' value='{c}'>{label}</button>"
                           for c, label in (("left", "Left is better (1)"), ("right", "Right is better (2)"),
                                            ("same", "About the same (3)")))
@@ -311,15 +335,16 @@ class Listener:
 
     def vote(self, form: dict[str, str]) -> str:
         """Check and record one vote; returns the rater. Raises ListenError on a form the page never sends."""
-        rater, pair, side, choice = (form.get(k, "") for k in ("rater", "pair", "a_side", "choice"))
-        if not RATER.match(rater):
+        rater, pair, choice, token = (form.get(k, "") for k in ("rater", "pair", "choice", "token"))
+        if not secrets.compare_digest(token, self.token):
+            raise ListenError("this form was not served by this halm listen (reload the page)")
+        if not RATER.fullmatch(rater):
             raise ListenError("bad rater name")
         if pair not in self.pairs:
             raise ListenError("unknown pair")
         if choice not in CHOICES:
             raise ListenError("choice must be left, right or same")
-        if side != a_side(self.seed, rater, pair):
-            raise ListenError("the pair's sides do not match this rater's page")
+        side = a_side(self.seed, rater, pair)  # computed here: the page never says which side is A
         append_vote(self.out, {"rater": rater, "pair": pair, "a_side": side, "choice": choice,
                                "a": self.dirs[0], "b": self.dirs[1], "caption": self.caption(pair),
                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -376,17 +401,30 @@ def make_handler(listener: Listener):
         def _not_found(self):
             self._send(HTTPStatus.NOT_FOUND, _page("not found", "<h1>404</h1>"))
 
+        def _host_ok(self) -> bool:
+            """On a loopback server, only loopback Host names (a page elsewhere cannot rebind a name to us)."""
+            if listener.host not in LOOPBACK:
+                return True
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            return host in LOOPBACK
+
         def do_GET(self):
+            if not self._host_ok():
+                return self._send(403, _page("forbidden", "<h1>403</h1>"))
             url = urlsplit(self.path)
             path = unquote(url.path)
+            if path in ("/ab/audio/left.wav", "/ab/audio/right.wav") and listener.out:
+                q = parse_qs(url.query)
+                body = listener.ab_wav((q.get("rater") or [""])[0], (q.get("pair") or [""])[0], path[10:-4])
+                return self._send(200, body, "audio/wav") if body is not None else self._not_found()
             if path == "/":
                 return self._send(200, listener.ab_start() if listener.out else listener.gallery())
             if path == "/ab" and listener.out:
                 rater = (parse_qs(url.query).get("rater") or [""])[0]
-                if not RATER.match(rater):
+                if not RATER.fullmatch(rater):
                     return self._send(400, _page("bad name", "<p>Names are 1-64 letters, digits or _.@-</p>"))
                 return self._send(200, listener.ab_page(rater))
-            m = _FILE.match(path)
+            m = _FILE.match(path) if listener.out is None else None  # the A/B test serves sides, not folders
             if m:
                 kind, folder, name, ext = m.group(1), int(m.group(2)), m.group(3), m.group(4)
                 if (kind, ext) in (("audio", "wav"), ("spec", "png")):
@@ -398,6 +436,8 @@ def make_handler(listener: Listener):
         do_HEAD = do_GET
 
         def do_POST(self):
+            if not self._host_ok():
+                return self._send(403, _page("forbidden", "<h1>403</h1>"))
             if urlsplit(self.path).path != "/vote" or listener.out is None:
                 return self._not_found()
             try:
@@ -416,9 +456,13 @@ def make_handler(listener: Listener):
     return Handler
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(listener: Listener, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A started-but-not-running server (call .serve_forever(); port 0 picks a free one)."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    listener.host = host
+    if host not in LOOPBACK:
         print(f"halm listen: warning: serving on {host}: anyone who can reach this machine can listen and vote",
               file=sys.stderr)
     try:

@@ -384,6 +384,7 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
     tcfg = apply_overrides(TrainConfig(), t_over)
     if steps is not None:
         tcfg = dataclasses.replace(tcfg, steps=steps)
+    steps_given = steps is not None or any(o.partition("=")[0].strip() == "steps" for o in t_over)
 
     rank, world, device = _dist_setup()
     if tcfg.threads:
@@ -416,6 +417,9 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
                                                     "frame_rate": train_ds.frame_rate}}
     if (run / "config.json").exists():
         old = read_run_config(run)
+        if not steps_given:  # a rerun without --steps resumes to the run's own length
+            tcfg = dataclasses.replace(tcfg, steps=old["train"]["steps"])
+            run_config["train"] = tcfg.to_dict()
         diffs = config_differences(old, run_config)
         if diffs:
             raise RunMismatch(f"{run} was made with other settings ({'; '.join(diffs)}); rerun the identical "
@@ -456,6 +460,9 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
         st = load_state(ck / "state.pt", fix, device)
         optimizer.load_state_dict(st["optimizer"])
         step, tokens_seen, elapsed_before = st["step"], st["tokens"], st["elapsed"]
+        if step > tcfg.steps:
+            raise UserError(f"{run} is at step {step}; --steps {tcfg.steps} would end it before that (give --steps >= "
+                            f"{step} to extend it, or use another --out)")
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"].cpu())
         if rank == 0:  # drop log lines written after the checkpoint by the interrupted run
@@ -505,7 +512,12 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
 
     # RUN/best: a copy of the run (config.json + checkpoint/) at the step of the lowest dev NLL so far
     best_path = run / "best" / "best.json"
-    best_nll = json.loads(best_path.read_text())["val_nll"] if best_path.exists() else float("inf")
+    best_nll = float("inf")
+    if best_path.exists():
+        from halm.checkpoint import read_json_file
+
+        best_nll = float(read_json_file(best_path, "best-step record", f"remove {run / 'best'} (it is rewritten at "
+                                        "the next improvement)").get("val_nll", float("inf")))
 
     pbar = tqdm(total=tcfg.steps, initial=step, desc=f"train {preset}", disable=not progress or rank != 0,
                 dynamic_ncols=True)

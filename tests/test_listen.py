@@ -1,5 +1,6 @@
 """`halm listen`: the gallery and the blind A/B test over HTTP, the vote tally, path safety, a real browser."""
 
+import html
 import json
 import re
 import shutil
@@ -108,7 +109,9 @@ def test_gallery_shows_every_clip_side_by_side_with_captions_and_spectrograms(fo
     "/audio/0/../secret.wav", "/audio/0/samples/../../secret.wav", "/audio/0/%2e%2e/secret.wav",
     "/audio/0/samples/%2e%2e%2f%2e%2e%2fsecret.wav", "/audio/0//etc/passwd.wav", "/audio/0/samples/evil.wav",
     "/audio/7/samples/sfx_000.wav", "/spec/0/../secret.png", "/audio/0/samples/sfx_000.png", "/etc/passwd",
-    "/results.json", "/audio/0/results.json",
+    "/results.json", "/audio/0/results.json", "/audio/0/samples/sfx_000.wav",  # A/B: no folder URLs at all
+    "/ab/audio/left.wav?rater=x&pair=../secret", "/ab/audio/up.wav?rater=x&pair=samples/sfx_000",
+    "/ab/audio/left.wav?rater=a%0A&pair=samples/sfx_000",
 ])
 def test_nothing_outside_the_scanned_files_is_served(folders, run_server, path):
     a, b, _ = folders
@@ -130,10 +133,12 @@ def test_ab_test_pages_votes_and_a_rater_who_comes_back(folders, run_server):
         assert f"Pair {k + 1} of 4" in page and page.count("<audio") == 2
         assert all(f"value='{c}'" in page for c in ("left", "right", "same"))
         fields = hidden_fields(page)
-        assert fields == {"rater": "alice", "pair": order[k], "a_side": a_side(3, "alice", order[k])}
-        left = re.findall(r"src='(/audio/\d/[^']+)'", page)[0]
-        assert left.startswith("/audio/0/" if fields["a_side"] == "left" else "/audio/1/")
-        assert get(url + left)[2][:4] == b"RIFF"
+        assert set(fields) == {"rater", "pair", "token"} and (fields["rater"], fields["pair"]) == ("alice", order[k])
+        assert "a_side" not in page and "/audio/0/" not in page and "/audio/1/" not in page  # blind: no folder named
+        left, right = (html.unescape(u) for u in re.findall(r"src='(/ab/audio/[^']+)'", page))
+        a_left = a_side(3, "alice", order[k]) == "left"
+        assert get(url + left)[2] == ((a if a_left else b) / f"{order[k]}.wav").read_bytes()
+        assert get(url + right)[2] == ((b if a_left else a) / f"{order[k]}.wav").read_bytes()
         assert post(url + "/vote", {**fields, "choice": "left"}) == (303, "/ab?rater=alice")
     # alice comes back: the third pair of her order; bob starts at his own first pair
     assert hidden_fields(get(url + "/ab?rater=alice")[2].decode())["pair"] == order[2]
@@ -147,12 +152,17 @@ def test_bad_forms_are_refused_and_write_nothing(folders, run_server):
     a, b, root = folders
     out = root / "votes"
     url = run_server(Listener([str(a), str(b)], ab_out=str(out)))
-    good = {"rater": "r1", "pair": NAMES[0], "a_side": a_side(0, "r1", NAMES[0]), "choice": "same"}
-    flipped = "right" if good["a_side"] == "left" else "left"
-    for bad in ({**good, "a_side": flipped}, {**good, "pair": "../secret"}, {**good, "choice": "rm -rf"},
-                {**good, "rater": "../../x"}, {**good, "rater": ""}, {k: v for k, v in good.items() if k != "choice"}):
+    fields = hidden_fields(get(url + "/ab?rater=r1")[2].decode())
+    good = {**fields, "choice": "same"}
+    for bad in ({**good, "token": "0" * 32}, {k: v for k, v in good.items() if k != "token"}, {**good, "pair": "../secret"},
+                {**good, "choice": "rm -rf"}, {**good, "rater": "../../x"}, {**good, "rater": ""},
+                {**good, "rater": "r1\n"}, {k: v for k, v in good.items() if k != "choice"}):
         assert post(url + "/vote", bad)[0] == 400
-    assert get(url + "/ab?rater=<script>")[0] == 400
+    assert get(url + "/ab?rater=<script>")[0] == 400 and get(url + "/ab?rater=r1%0A")[0] == 400
+    # a loopback server answers loopback Host names only (DNS rebinding)
+    req = urllib.request.Request(url + "/", headers={"Host": "evil.example:80"})
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(req)
     assert not (out / "votes.jsonl").exists()
     assert post(url + "/vote", good)[0] == 303 and len((out / "votes.jsonl").read_text().splitlines()) == 1
 
@@ -175,6 +185,15 @@ def test_concurrent_raters_lose_no_vote(folders, run_server):
     votes = [json.loads(line) for line in (out / "votes.jsonl").read_text().splitlines()]
     assert len(votes) == 6 * len(NAMES) and len({(v["rater"], v["pair"]) for v in votes}) == 6 * len(NAMES)
     assert "Thank you" in get(url + "/ab?rater=rater0")[2].decode()
+
+
+def test_votes_for_other_folders_are_not_mixed(folders):
+    a, b, root = folders
+    Listener([str(a), str(b)], ab_out=str(root / "votes"))
+    append = __import__("halm.listen", fromlist=["append_vote"]).append_vote
+    append(root / "votes", {"rater": "x", "pair": NAMES[0], "a_side": "left", "choice": "left", "a": "other", "b": str(b)})
+    with pytest.raises(ValueError, match="holds votes for other folders"):
+        Listener([str(a), str(b)], ab_out=str(root / "votes"))
 
 
 def test_summary_on_a_hand_computed_example(tmp_path):

@@ -20,6 +20,7 @@ from halm.checkpoint import DamagedFile
 from halm.data import open_dataset
 from halm.data.prepare import PrepareConfig, _bad_features, prepare
 from halm.data.sources import SourceError, manifest_source
+from halm.errors import UserError
 from halm.train import RunMismatch, TrainingDiverged, train
 
 FAST = ["threads=1", "batch_size=4", "warmup_steps=1", "eval_every=1000", "log_every=1"]
@@ -147,6 +148,10 @@ def test_resume_refuses_other_data_and_names_the_fields_but_more_steps_extend(tm
     r = train("tiny-gpt", str(lm_data), run, steps=4, overrides=FAST, progress=False)  # a higher --steps extends
     assert r["steps"] == 4 and r["new_tokens"] == 2 * 4 * 128
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4
+    r = train("tiny-gpt", str(lm_data), run, overrides=FAST, progress=False)  # no --steps: the run's own length
+    assert r["steps"] == 4 and r["new_tokens"] == 0 and json.loads((run / "config.json").read_text())["train"]["steps"] == 4
+    with pytest.raises(UserError, match="is at step 4; --steps 3 would end it"):
+        train("tiny-gpt", str(lm_data), run, steps=3, overrides=FAST, progress=False)
 
 
 def test_the_nan_stop_does_not_name_a_checkpoint_that_does_not_exist(tmp_path, lm_data):
@@ -341,6 +346,13 @@ def test_damaged_shards_are_detected_and_changed_sources_encoded_again(tmp_path)
     item = next(it for s in ("train", "dev", "test") for it in open_dataset(tmp_path / "data", s) if it.id == "c5")
     assert item.codes.shape[1] == -(-int(1.5 * 24000) // 320)
     assert prepare(str(src), tmp_path / "data", cfg, progress=False)["reencoded"] == []  # now all verified
+    # a source file that is gone (a manifest still listing it) keeps its shard: nothing is lost
+    from halm.data.prepare import shard_problem
+    from halm.data.sources import SourceItem
+
+    listed = [SourceItem(f"c{i}", src / f"c{i}.wav") for i in (0, 1)]
+    (src / "c0.wav").rename(tmp_path / "away.wav")
+    assert shard_problem(shards[0], listed) is None
 
 
 def test_fuzzed_manifests_and_transcripts_never_crash_with_a_traceback(tmp_path):

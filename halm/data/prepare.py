@@ -263,17 +263,19 @@ def shard_problem(shard_dir: Path, items=None, checksums: bool = True) -> str | 
     if rec_path.exists():
         try:
             rec = json.loads(rec_path.read_text())
-        except json.JSONDecodeError:
+            files, sources = dict(rec["files"]), dict(rec["sources"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             return "files.json is damaged"
-        for name, want in rec["files"].items():
+        for name, want in files.items():
             f = shard_dir / name
-            if not f.exists() or f.stat().st_size != want["size"]:
-                return f"{name} has {f.stat().st_size if f.exists() else 'no'} bytes, {want['size']} were written"
-            if checksums and _sha256(f) != want["sha256"]:
+            if not f.exists() or f.stat().st_size != want.get("size"):
+                return f"{name} has {f.stat().st_size if f.exists() else 'no'} bytes, {want.get('size')} were written"
+            if checksums and _sha256(f) != want.get("sha256"):
                 return f"{name} changed since it was written (sha256)"
         for it in items or []:
-            old = rec["sources"].get(it.id)
-            if old is not None and (_source_stamp(it.path) or {"missing": True}) != {k: v for k, v in old.items() if k != "path"}:
+            old, now = sources.get(it.id), _source_stamp(it.path)
+            # a source that is gone keeps its encoding (nothing is lost); one rewritten in place is encoded again
+            if isinstance(old, dict) and now is not None and now != {k: old.get(k) for k in ("size", "mtime_ns")}:
                 return f"source {it.path} changed since it was encoded"
         return None
     try:
