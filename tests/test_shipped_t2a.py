@@ -44,6 +44,15 @@ def test_generate_with_the_shipped_model_is_seeded(tmp_path):
     assert (tmp_path / "a.wav").read_bytes() != (tmp_path / "c.wav").read_bytes()
 
 
+def test_the_python_api_generates_from_text():
+    import halm
+
+    model = halm.load("halm-sfx-small")
+    audio = model.generate(text=["a device beeps twice", "rain falls"], seconds=0.5, cfg=3.0, seed=2)
+    assert audio.shape[0] == 2 and audio.shape[1] == pytest.approx(0.5 * 24000, abs=320)
+    assert np.array_equal(audio, model.generate(text=["a device beeps twice", "rain falls"], seconds=0.5, cfg=3.0, seed=2))
+
+
 @pytest.mark.filterwarnings("ignore:FAD from")
 def test_eval_t2a_scores_the_shipped_model(tmp_path):
     from halm.data.synth import synthesize
