@@ -114,6 +114,26 @@ def tables(results: dict) -> str:
     return "\n".join(out)
 
 
+def paired(results: dict) -> str:
+    """RR minus no-RR for runs of the same domain, training seed, steps, CFG and sampling seed."""
+    base = {(r["domain"], r["seed"], r["steps"], r["cfg"], r["sample_seed"]): r for r in results["rows"]
+            if r["setting"] == "none"}
+    out = []
+    for r in sorted(results["rows"], key=lambda r: (r["domain"], r["steps"], r["setting"])):
+        b = base.get((r["domain"], r["seed"], r["steps"], r["cfg"], r["sample_seed"]))
+        if r["setting"] == "none" or b is None:
+            continue
+        heads = [h for h in HEADS[r["domain"]] if h in r["controllability"]]
+        if not out:
+            out += ["| paired: RR − no RR | steps | seed | Δ test NLL | Δ NLL, null cond. | Δ FAD | Δ FAD∞ | Δ KL | Δ CLAP | "
+                    + " | ".join(f"Δ {h}" for h in heads) + " |", "|---" * (9 + len(heads)) + "|"]
+        d = {k: r[k] - b[k] for k in ("nll", "nll_uncond", "fad", "fad_inf", "kl", "clap")}
+        out.append(f"| {r['domain']}: {r['setting']}, CFG {r['cfg']:g} | {r['steps']} | {r['seed']} | {d['nll']:+.4f} | "
+                   f"{d['nll_uncond']:+.4f} | {d['fad']:+.3f} | {d['fad_inf']:+.3f} | {d['kl']:+.3f} | {d['clap']:+.3f} | "
+                   + " | ".join(f"{100 * (r['controllability'][h] - b['controllability'][h]):+.0f}" for h in heads) + " |")
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="the run to score (e.g. RUN/best)")
@@ -129,7 +149,8 @@ def main():
     p.add_argument("--tables", action="store_true", help="print the tables of --results and exit")
     args = p.parse_args()
     if args.tables:
-        print(tables(json.loads(Path(args.results).read_text())))
+        results = json.loads(Path(args.results).read_text())
+        print(tables(results) + "\n" + paired(results))
         return
     if not (args.run and args.captions):
         p.error("--run and --captions are required (or --tables)")
