@@ -279,6 +279,9 @@ def test_the_page_in_headless_chromium(folders, run_server):
         browser.get(url + "/")
         browser.find_element(By.NAME, "rater").send_keys("browser")
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 20).until(lambda d: "Pair 1 of 4" in d.page_source)
         players = browser.find_elements(By.TAG_NAME, "audio")
         buttons = browser.find_elements(By.CSS_SELECTOR, "button[name=choice]")
         assert len(players) == 2 and all(p.is_displayed() and p.size["width"] > 0 for p in players)
@@ -288,7 +291,7 @@ def test_the_page_in_headless_chromium(folders, run_server):
         art.mkdir(exist_ok=True)
         browser.save_screenshot(str(art / "listen_ab.png"))
         buttons[1].click()
-        assert "Pair 2 of 4" in browser.page_source
+        WebDriverWait(browser, 20).until(lambda d: "Pair 2 of 4" in d.page_source)  # the POST, its redirect, the next page
     finally:
         browser.quit()
     votes = [json.loads(line) for line in (root / "votes" / "votes.jsonl").read_text().splitlines()]
