@@ -58,7 +58,7 @@ def test_eval_t2a_scores_the_shipped_model(tmp_path):
     from halm.data.synth import synthesize
     from halm.eval_t2a import eval_t2a
 
-    synthesize("sfx", tmp_path / "ref", 0.3, seed=77, progress=False)
+    synthesize("sfx", tmp_path / "ref", 0.6, seed=77, progress=False)
     r = eval_t2a("halm-sfx-small", str(tmp_path / "ref"), None, n=6, seconds=1.0, batch=6, progress=False)
     assert r["n"] == 6 and {"event", "loudness", "n_events"} <= set(r["controllability"])
     assert r["reference_codec"]["n_q"] == 4 and r["judge_version"] == 2
