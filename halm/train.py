@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from halm import __version__
 from halm.checkpoint import atomic_write_text, complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
-from halm.config import apply_overrides
+from halm.config import apply_overrides, config_differences
 from halm.errors import UserError
 
 
@@ -275,22 +275,6 @@ def resolve_run(run: str | os.PathLike) -> Path:
     return Path(run)
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """'field: X there vs Y asked' for every setting that must match to resume (train.steps may change)."""
-    out = []
-    for part in ("model", "train"):
-        for k in sorted(set(old[part]) | set(new[part])):
-            if k != "steps" and old[part].get(k) != new[part].get(k):
-                out.append(f"{part}.{k}: {old[part].get(k)!r} there vs {new[part].get(k)!r} asked")
-    if old["family"] != new["family"]:
-        out.append(f"family: {old['family']} there vs {new['family']} asked")
-    for k in ("path", "codec", "mel", "mel_source"):
-        a, b = old["data"].get(k), new["data"].get(k)
-        if a != b:
-            out.append(f"data.{k}: {a!r} there vs {b!r} asked" if k == "path" else f"data.{k} differs")
-    return out
-
-
 def read_run_config(run: str | os.PathLike) -> dict:
     from halm.checkpoint import DamagedFile, read_json_file
 
@@ -305,23 +289,13 @@ def read_run_config(run: str | os.PathLike) -> dict:
     return rc
 
 
-def model_from_config(rc: dict, where: str):
-    """Build the run's model, or DamagedFile naming config.json when its model settings are nonsense."""
-    from halm.checkpoint import DamagedFile
-    from halm.models import build_model, config_from_dict
-
-    try:
-        cfg = config_from_dict(rc["family"], rc["model"])
-        return build_model(rc["family"], cfg)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise DamagedFile(f"{where}/config.json: bad model settings ({e}); restore the file") from None
-
-
 def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
     """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one)."""
     from halm.checkpoint import DamagedFile, load_weights
 
     rc = read_run_config(run)
+    from halm.models import model_from_config
+
     model = model_from_config(rc, str(run))
     shipped = str(run) in SHIPPED_RUNS and not Path(run).exists()
     ck = SHIPPED_RUNS[str(run)] / "checkpoint" if shipped else checkpoint_dir(Path(run))  # shipped: weights only

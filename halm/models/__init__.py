@@ -92,5 +92,16 @@ def list_presets() -> list[dict]:
     return rows
 
 
+def model_from_config(rc: dict, where: str):
+    """Build the run's model, or DamagedFile naming config.json when its model settings are nonsense."""
+    from halm.checkpoint import DamagedFile
+
+    try:
+        cfg = config_from_dict(rc["family"], rc["model"])
+        return build_model(rc["family"], cfg)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DamagedFile(f"{where}/config.json: bad model settings ({e}); restore the file") from None
+
+
 __all__ = ["FAMILIES", "PRESETS", "GPT", "GPTConfig", "T2A", "T2AConfig", "WhisperGPT", "WhisperGPTConfig", "build_model",
-           "config_from_dict", "count_params", "list_presets", "preset_config"]
+           "config_from_dict", "count_params", "list_presets", "model_from_config", "preset_config"]
