@@ -391,17 +391,24 @@ def cmd_generate(args) -> int:
 
         if wav is None or args.text or args.captions:
             raise UserError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
+        fine = None
+        if args.full:
+            fine = load_run(args.full)
+            if fine[1]["family"] != "t2a" or fine[0].cfg.given_codebooks != 1:
+                raise UserError(f"--full {args.full}: not a second-stage run (train one with --preset fine-s)")
         r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature,
                                   top_k=args.top_k if args.top_k is not None else 0, top_p=args.top_p, seed=args.seed,
-                                  use_cache=not args.no_cache, progress=not args.json)
+                                  use_cache=not args.no_cache, fine=fine, progress=not args.json)
         out, png = _write_generation(r["audio"], r["sample_rate"], args.out, args.png,
                                      float(rc["data"]["frame_rate"]), r["prompt_tokens"] / float(rc["data"]["frame_rate"]),
                                      f"{rc['preset']} continuation of {args.prompt} (seed {args.seed}, T={args.temperature})")
-        result = {"out": out, "png": png, "prompt_tokens": r["prompt_tokens"], "new_tokens": r["new_tokens"],
+        result = {"out": out, "png": png, "codebooks": int(r["codes"].shape[0]), "prompt_tokens": r["prompt_tokens"],
+                  "new_tokens": r["new_tokens"],
                   "seconds_generated": r["seconds_generated"], "tokens_per_s": round(r["tokens_per_s"], 1),
                   "realtime_factor": round(r["realtime_factor"], 2), "seed": args.seed}
         print(json.dumps(result) if args.json else
-              f"wrote {out} ({r['prompt_tokens']} prompt + {r['new_tokens']} new coarse tokens, "
+              f"wrote {out} ({r['prompt_tokens']} prompt + {r['new_tokens']} new coarse tokens, decoded from "
+              f"{r['codes'].shape[0]} codebook(s), "
               f"{r['tokens_per_s']:.0f} tokens/s = {r['realtime_factor']:.1f}x real time) and {png}")
         return 0
 
@@ -658,7 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt-seconds", type=float, help="use only the first S seconds of the prompt")
     s.add_argument("--seconds", type=float, default=4.0, help="seconds to generate after the prompt (default 4)")
     s.add_argument("--out", required=True, help="output WAV (prompt + continuation; gpt / whisper_gpt decode the "
-                   "coarse tokens only, t2a all its codebooks)")
+                   "coarse tokens only unless --full, t2a all its codebooks)")
+    s.add_argument("--full", metavar="RUN", help="gpt / whisper_gpt: a second-stage run (--preset fine-s) that samples "
+                   "codebooks 1..K-1 of the continuation given its coarse tokens, so that it is decoded from all K "
+                   "codebooks (the prompt keeps its own)")
     s.add_argument("--png", help="spectrogram PNG (default: next to the WAV)")
     s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
     s.add_argument("--top-k", type=int, help="keep the k most likely tokens (0 = all; default: 0, t2a runs 250)")

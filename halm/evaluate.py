@@ -61,7 +61,8 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
 
         if mel_source == "codec" and model.uses_mel:
             raise UserError("--mel-source codec is not implemented for t2a runs; use stored")
-        captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, max_tokens=model.cfg.text_max_tokens))
+        captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, max_tokens=model.cfg.text_max_tokens,
+                                                  dim=model.cfg.text_dim))
         r = evaluate_t2a(model, ds, captions, max_tokens=max_tokens, uncond=True, progress=progress)
     else:
         r = evaluate_lm(model, ds, max_tokens=max_tokens, mel_fn=mel_fn, progress=progress)

@@ -118,18 +118,41 @@ def codec_of_run(run_config: dict, codec=None):
     return codec
 
 
+def complete_codebooks(fine, coarse: torch.Tensor, prompt: torch.Tensor | None = None, temperature: float = 1.0,
+                       top_k: int = 250, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
+                       progress: bool = False) -> torch.Tensor:
+    """The second stage: coarse codes (B, T) -> codes (B, K, T) with codebooks 1..K-1 sampled by `fine`
+    (a t2a model with given_codebooks=1, e.g. the fine-s preset) given codebook 0 at every frame.
+
+    prompt (B, K, T0 < T): codes of frames already known in full (a continuation's prompt), kept as they are.
+    """
+    if fine.family != "t2a" or fine.cfg.given_codebooks != 1:
+        raise UserError("the second stage must be a t2a run with given_codebooks=1 (e.g. the fine-s preset)")
+    B, T = coarse.shape
+    no_text = torch.zeros(B, 1, fine.cfg.text_dim), torch.ones(B, 1, dtype=torch.bool)  # only read by text models
+    return generate_t2a(fine, *no_text, T, cfg_coef=1.0, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                        prompt=prompt, given=coarse[:, None], use_cache=use_cache, progress=progress)
+
+
 def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
                           codec=None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                          use_cache: bool = True, window: int = 8, progress: bool = False) -> dict:
-    """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens."""
+                          use_cache: bool = True, window: int = 8, fine=None, progress: bool = False) -> dict:
+    """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens.
+
+    fine = (second-stage model, its run config): the continuation's codebooks 1..K-1 are sampled by it
+    (halm.generate.complete_codebooks; the prompt keeps its own) and the audio is decoded from all K.
+    """
     from halm.audio import MelConfig, causal_log_mel, mono_at
     from halm.audio.codec_mel import ClosedLoopMel
 
     codec = codec_of_run(run_config, codec)
+    if fine is not None:
+        codec_of_run(fine[1], codec)  # the second stage must share the codec
     mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
     wav = mono_at(prompt_wav, prompt_sr, codec.sample_rate)[None]  # (1, N)
     x = torch.from_numpy(wav)[None]  # (1, 1, N)
-    prompt = codec.encode(x, codec.sample_rate)[:, 0].cpu()  # (1, T0) coarse codes
+    prompt_codes = codec.encode(x, codec.sample_rate).cpu()  # (1, K_codec, T0)
+    prompt = prompt_codes[:, 0]  # (1, T0) coarse codes
     mel = None
     closed = ClosedLoopMel(codec, mel_cfg, window) if model.uses_mel else None
     if model.uses_mel:
@@ -142,8 +165,14 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     toks = generate(model, prompt, n_new, mel=mel, mel_fn=closed, temperature=temperature, top_k=top_k, top_p=top_p,
                     seed=seed, use_cache=use_cache, progress=progress)
     dt = time.perf_counter() - t0
-    audio = codec.decode(toks[:, None].to(codec.device))[0, 0].float().cpu().numpy()  # coarse-only audio
-    return {"tokens": toks[0].cpu(), "prompt_tokens": prompt.shape[1], "new_tokens": n_new, "audio": audio,
+    codes = toks[:, None]  # (1, 1, T): coarse only
+    if fine is not None:
+        fm = fine[0]
+        codes = complete_codebooks(fm, toks.to(next(fm.parameters()).device), prompt_codes[:, : fm.cfg.n_q],
+                                   seed=seed, use_cache=use_cache, progress=progress)  # (1, K, T)
+    audio = codec.decode(codes.to(codec.device))[0, 0].float().cpu().numpy()
+    return {"tokens": toks[0].cpu(), "codes": codes[0].cpu(), "prompt_tokens": prompt.shape[1], "new_tokens": n_new,
+            "audio": audio,
             "sample_rate": codec.sample_rate, "seconds_generated": n_new / codec.frame_rate,
             "tokens_per_s": n_new / dt if dt > 0 else float("inf"),
             "realtime_factor": (n_new / codec.frame_rate) / dt if dt > 0 else float("inf")}
@@ -178,12 +207,14 @@ def guided_logits(model, inputs: torch.Tensor, cond: tuple, null: tuple | None, 
 def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frames: int, cfg_coef: float = 3.0,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0, seed: int = 0,
                  prompt: torch.Tensor | None = None, mel_fn=None, prompt_mel: torch.Tensor | None = None,
-                 use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+                 given: torch.Tensor | None = None, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
     """Sample n_frames frames of K codebooks from a t2a LM; returns codes (B, K, n_frames).
 
     text_emb (B, L, Dt) + text_mask: the frozen encoder's output for the captions (halm.models.text).
     cfg_coef: guidance; 1.0 = the conditional model alone (the uncond half is then skipped: same result).
     prompt (B, K, T0): codes of an audio prompt to continue (teacher-forced; T0 < n_frames).
+    given (B, G, n_frames): a second stage's known codebooks (G = the model's given_codebooks), forced at
+    every frame; only codebooks G..K-1 are sampled. A model without text ignores text_emb and cfg_coef.
     mel_fn / prompt_mel: for `mel=True` models, the closed-loop mel of the generated coarse tokens
     (halm.audio.codec_mel.ClosedLoopMel) and the prompt's per-frame mel (B, T0, r, M).
     Steps follow the model's codebook pattern; at step s the sampled token of codebook k is kept only
@@ -199,16 +230,24 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     table = patterns.frame_table(cfg.pattern, K, n_frames).to(device)  # (K, S)
     S = table.shape[1]
     valid = table >= 0
-    known = torch.zeros(K, S, dtype=torch.bool, device=device)
-    seq = torch.full((B, K, S), special, dtype=torch.long, device=device)
-    T0 = 0
+    # the codes known before sampling (prompt frames, given codebooks) as frames, then as pattern steps
+    frames = torch.zeros(B, K, n_frames, dtype=torch.long, device=device)
+    frame_known = torch.zeros(K, n_frames, dtype=torch.bool, device=device)
+    T0, G = 0, cfg.given_codebooks
     if prompt is not None:
         T0 = prompt.shape[2]
         if not 0 < T0 < n_frames:
             raise UserError(f"the prompt has {T0} frames; it must be shorter than the {n_frames} to generate")
-        p_seq, p_valid = patterns.build(prompt.to(device)[:, :K], cfg.pattern, special)
-        known[:, : p_seq.shape[2]] = p_valid[0] & valid[:, : p_seq.shape[2]]
-        seq[:, :, : p_seq.shape[2]] = torch.where(known[:, : p_seq.shape[2]], p_seq, special)
+        frames[:, :, :T0] = prompt.to(device)[:, :K]
+        frame_known[:, :T0] = True
+    if G:
+        if given is None or given.shape[0] != B or given.shape[1] < G or given.shape[2] != n_frames:
+            raise ValueError(f"this model samples codebooks {G}..{K - 1} given the first {G}: pass given "
+                             f"({B}, {G}, {n_frames}), got {None if given is None else tuple(given.shape)}")
+        frames[:, :G] = given.to(device)[:, :G]
+        frame_known[:G] = True
+    known = valid & frame_known.gather(1, table.clamp(min=0))  # (K, S)
+    seq = torch.where(known, patterns.build(frames, cfg.pattern, special)[0], special)  # (B, K, S)
     inputs = torch.cat([torch.full_like(seq[:, :, :1], special), seq[:, :, :-1]], dim=2)  # (B, K, S), filled as we go
 
     if model.uses_mel:
@@ -232,7 +271,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
             return frame_mel[:, f.clamp(min=0)] * (f >= 0).float()[None, :, None, None]
 
     enc = model.condition(text_emb.to(device), text_mask.to(device))
-    null = model.null_condition(B, device) if cfg_coef != 1.0 else None
+    null = model.null_condition(B, device) if cfg_coef != 1.0 and cfg.has_text else None
     rows = B if null is None else 2 * B
     cache = model.new_cache(rows, C, device=device) if use_cache else None
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -241,6 +280,8 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
         mel = mel_for(a, b) if model.uses_mel else None
         return guided_logits(model, inputs[:, :, a:b], enc, null, cfg_coef, mel, cache_)[:, :, -1]
 
+    if not bool((valid & ~known).any()):
+        return patterns.revert(seq, cfg.pattern, n_frames)  # nothing to sample
     s0 = int((valid & ~known).any(0).float().argmax())  # the first step with a token to sample
     logits = run(max(0, s0 + 1 - C), s0 + 1, cache)
     for s in tqdm(range(s0, S), desc="generate", disable=not progress, dynamic_ncols=True):
@@ -277,7 +318,8 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     codec = codec_of_run(run_config, codec)
     device = next(model.parameters()).device
     if encoder is None:
-        encoder = load_text_encoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens)
+        encoder = load_text_encoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens,
+                                    dim=model.cfg.text_dim)
     emb, mask = encoder.encode(list(captions))
     B = len(captions)
     n_frames = int(round(seconds * codec.frame_rate))

@@ -157,11 +157,11 @@ class ItemCropSampler(_SeededSampler):
     """
 
     def __init__(self, dataset, frames: int, n_q: int, seed: int, with_mel: bool, captions, cfg_dropout: float,
-                 cfg_mode: str):
+                 cfg_mode: str, need_text: bool = True):
         self.ds, self.length, self.n_q, self.with_mel = dataset, frames, n_q, with_mel
         self.captions, self.cfg_dropout, self.cfg_mode = captions, cfg_dropout, cfg_mode
         self.frames = dataset.frames
-        missing = [dataset[i].id for i in range(len(dataset)) if not (dataset[i].text or "").strip()]
+        missing = [dataset[i].id for i in range(len(dataset)) if need_text and not (dataset[i].text or "").strip()]
         if missing:
             raise UserError(f"{len(missing)} train items have no caption (e.g. {missing[:3]}); a text-to-audio "
                              "model needs text for every item (prepare with --require-text to skip the others)")
@@ -413,12 +413,12 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
     if family == "t2a":
         from halm.models.text import CaptionCache, load_text_encoder
 
-        encoder = load_text_encoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens)
+        encoder = load_text_encoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens, dim=mcfg.text_dim)
         if encoder.dim != mcfg.text_dim:
             raise UserError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
         captions = CaptionCache(encoder)
         sampler = ItemCropSampler(train_ds, mcfg.frames, mcfg.n_q, tcfg.seed, model.uses_mel, captions,
-                                  mcfg.cfg_dropout, mcfg.cfg_mode)
+                                  mcfg.cfg_dropout, mcfg.cfg_mode, need_text=mcfg.has_text)
     else:
         sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
     step, tokens_seen, elapsed_before = 0, 0, 0.0

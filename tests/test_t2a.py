@@ -280,3 +280,74 @@ def test_mel_variant_generates_in_closed_loop():
     assert out.shape == (1, 4, 12)
     assert calls == list(range(1, len(calls) + 1))  # extended one frame at a time
     assert calls[-1] == 12 - 1  # the last step (codebook 3 of frame 11) sees the mel of frame 10, no later
+
+
+# ---- the second stage (given_codebooks = 1, no text): codebooks 1..K-1 from codebook 0 ---------------
+def fine(**over):
+    fam, cfg = preset_config("tiny-fine", [f"{k}={json.dumps(v)}" for k, v in over.items()])
+    torch.manual_seed(0)
+    return build_model(fam, cfg).eval()
+
+
+def test_second_stage_shapes_and_loss_over_the_predicted_codebooks_only():
+    model = fine()
+    codes = torch.randint(0, 1024, (2, 4, 30))
+    emb, mask = text(2, D=model.cfg.text_dim)
+    batch = {"codes": codes, "lengths": torch.tensor([30, 21]), "text_emb": emb, "text_mask": mask}
+    loss, extra = model.loss(batch)
+    assert {"nll_k1", "nll_k2", "nll_k3"} <= set(extra) and "nll_k0" not in extra and "l_rr" not in extra
+    torch.testing.assert_close(loss, torch.stack([extra[f"nll_k{k}"] for k in (1, 2, 3)]).mean())
+    with torch.no_grad():
+        model.heads[0].weight.normal_()  # the given codebook's head never reaches the loss
+        model.text_proj.weight.normal_()  # nor does any text
+    assert torch.equal(model.loss({**batch, "text_emb": torch.randn_like(emb)})[0], loss)
+    inputs, _, _ = model.pattern_inputs(codes)
+    ctx, cm = model.condition(emb, mask)
+    assert ctx.shape == (2, 1, 64) and model(inputs, ctx, cm).shape == (2, 4, 33, 1024)
+
+
+def test_second_stage_fine_codes_see_their_frames_coarse_code_and_no_later_fine_code():
+    model = fine()
+    codes = torch.randint(0, 1024, (1, 4, 20))
+    ctx, cm = model.null_condition(1)
+    t, k = 7, 2  # codebook 2 of frame 7 is predicted at step t + k
+    ref = model(model.pattern_inputs(codes)[0], ctx, cm)[0, k, t + k]
+
+    def logit_with(frame, codebook):
+        changed = codes.clone()
+        changed[0, codebook, frame] = (changed[0, codebook, frame] + 1) % 1024
+        return model(model.pattern_inputs(changed)[0], ctx, cm)[0, k, t + k]
+
+    assert not torch.allclose(logit_with(t, 0), ref)  # its own coarse code is seen
+    assert not torch.allclose(logit_with(t + k - 1, 0), ref)  # k - 1 frames of coarse lookahead
+    assert torch.equal(logit_with(t + k, 0), ref)  # no further
+    assert torch.equal(logit_with(t, k), ref)  # never its own target
+    assert torch.equal(logit_with(t, 3), ref) and torch.equal(logit_with(t + 1, 1), ref)  # nor later fine codes
+
+
+def test_second_stage_sampling_keeps_coarse_and_prompt_is_seeded_and_cached_equals_full():
+    from halm.generate import complete_codebooks
+
+    model = fine()
+    coarse = torch.randint(0, 1024, (2, 40))
+    a = complete_codebooks(model, coarse, seed=5)
+    assert a.shape == (2, 4, 40) and torch.equal(a[:, 0], coarse) and a.max() < 1024
+    assert torch.equal(a, complete_codebooks(model, coarse, seed=5))
+    assert torch.equal(a, complete_codebooks(model, coarse, seed=5, use_cache=False))
+    assert not torch.equal(a, complete_codebooks(model, coarse, seed=6))
+    prompt = torch.randint(0, 1024, (2, 4, 10))
+    p = complete_codebooks(model, torch.cat([prompt[:, 0], coarse[:, 10:]], 1), prompt=prompt, seed=5)
+    assert torch.equal(p[:, :, :10], prompt) and torch.equal(p[:, 0, 10:], coarse[:, 10:])
+    long = complete_codebooks(model, torch.randint(0, 1024, (1, 200)), seed=1)  # past the 125-frame context
+    assert long.shape == (1, 4, 200)
+    with pytest.raises(ValueError, match="given"):
+        generate_t2a(model, *text(2, D=model.cfg.text_dim), 40)
+    with pytest.raises(ValueError, match="given_codebooks=1"):
+        complete_codebooks(tiny(), coarse)
+
+
+def test_second_stage_settings_are_checked():
+    with pytest.raises(ValueError, match="given_codebooks"):
+        preset_config("tiny-fine", ["given_codebooks=4"])
+    with pytest.raises(ValueError, match="rr_weight=0"):
+        preset_config("tiny-fine", ["rr_weight=3.0"])

@@ -176,3 +176,42 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
         d = (a[k] - b[k]).abs()
         assert float(d.max()) <= 3e-3 / 10, (k, float(d.max()))
         assert int((d > 1e-5).sum()) <= max(2, d.numel() // 1000), (k, int((d > 1e-5).sum()), d.numel())
+
+
+def test_second_stage_trains_without_text_and_generate_full_decodes_every_codebook(t2a_data, tmp_path):
+    import soundfile as sf
+
+    from halm.data import open_dataset
+    from halm.models.text import NoText
+    from halm.train import ItemCropSampler
+
+    halm = [sys.executable, "-m", "halm"]
+    ds = open_dataset(t2a_data, "train")
+    ds._rows[0][1]["text"] = None  # a second stage needs no caption
+    sampler = ItemCropSampler(ds, 50, 4, 0, False, CaptionCache(NoText(384)), 0.0, "batch", need_text=False)
+    batch = sampler.read(sampler.draw(3))
+    assert batch["text_emb"].shape == (3, 1, 384) and not batch["drop"].any()
+    fine, gpt = tmp_path / "fine", tmp_path / "gpt"
+    subprocess.run([*halm, "train", "--preset", "tiny-fine", "--data", str(t2a_data), "--out", str(fine), "--steps", "6",
+                    "--set", "batch_size=2", "eval_every=6", "log_every=2"], check=True, capture_output=True)
+    recs = [json.loads(line) for line in (fine / "metrics.jsonl").read_text().splitlines()]
+    assert "nll_k1" in recs[0] and "nll_k0" not in recs[0] and "l_rr" not in recs[0]
+    r = json.loads(subprocess.run([*halm, "eval", "--run", str(fine), "--json"], check=True, capture_output=True,
+                                  text=True).stdout)
+    assert len(r["nll_k"]) == 3 and r["nll_uncond"] == r["nll"]  # codebooks 1..3 scored; no text to drop
+    subprocess.run([*halm, "train", "--preset", "tiny-gpt", "--data", str(t2a_data), "--out", str(gpt), "--steps", "3",
+                    "--set", "batch_size=2", "eval_every=3"], check=True, capture_output=True)
+    prompt = sorted((t2a_data.parent / "sfx" / "audio").glob("*.wav"))[0]
+    gen = [*halm, "generate", "--run", str(gpt), "--prompt", str(prompt), "--prompt-seconds", "0.5", "--seconds",
+           "0.5", "--seed", "2", "--json"]
+    full = json.loads(subprocess.run([*gen, "--full", str(fine), "--out", str(tmp_path / "full.wav")], check=True,
+                                     capture_output=True, text=True).stdout)
+    coarse = json.loads(subprocess.run([*gen, "--out", str(tmp_path / "coarse.wav")], check=True, capture_output=True,
+                                       text=True).stdout)
+    assert full["codebooks"] == 4 and coarse["codebooks"] == 1
+    a, b = sf.read(full["out"])[0], sf.read(coarse["out"])[0]
+    assert len(a) == len(b) and not np.allclose(a, b)  # same coarse tokens (same seed), other fine codebooks
+    again = subprocess.run([*gen, "--full", str(fine), "--out", str(tmp_path / "again.wav")], check=True, capture_output=True)
+    assert again.returncode == 0 and np.array_equal(sf.read(tmp_path / "again.wav")[0], a)
+    bad = subprocess.run([*gen, "--full", str(gpt), "--out", str(tmp_path / "bad.wav")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a second-stage run" in bad.stderr and "Traceback" not in bad.stderr

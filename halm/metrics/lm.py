@@ -92,8 +92,9 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
     window); every valid pattern position of every codebook is a target. NLL = mean over codebooks of
     the codebook's mean CE (the training loss's reduction); `nll_k` lists them; accuracy likewise;
     bits per second = the summed NLL of all codebooks' targets in bits / seconds of audio scored.
-    uncond=True also scores with the null condition (`nll_uncond`: how much the caption helps).
-    `captions` is a halm.models.text.CaptionCache.
+    uncond=True also scores with the null condition (`nll_uncond`: how much the caption helps; a model
+    without text gets nll_uncond = nll). A second stage (given_codebooks = G) is scored on codebooks
+    G..K-1 only: `nll_k`, the NLL, accuracy and bits list those. `captions` is a halm.models.text.CaptionCache.
     """
     was_training = model.training
     model.eval()
@@ -130,7 +131,7 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
         step_mel = model.step_mel(mel.to(device), F_) if mel is not None else None
         emb, mask = captions.batch(texts)
         conds = [("nll", *model.condition(emb.to(device), mask.to(device)))]
-        if uncond:
+        if uncond and model.cfg.has_text:
             conds.append(("nll_uncond", *model.null_condition(len(chunk), device)))
         for key, ctx, ctx_mask in conds:
             logits = model(inputs, ctx, ctx_mask, step_mel).float()  # (B, K, S, V)
@@ -143,6 +144,11 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
+    G = model.cfg.given_codebooks  # inputs only: not scored
+    sums = {key: v[G:] for key, v in sums.items()}
+    counts = counts[G:]
+    if uncond and not model.cfg.has_text:
+        sums["nll_uncond"] = sums["nll"]
     per_k = (sums["nll"] / counts.clamp(min=1)).tolist()
     nll = float(np.mean(per_k))
     seconds = float(dataset.frames[:n_items].sum()) / dataset.frame_rate if n_items else 0.0

