@@ -147,7 +147,7 @@ def cmd_judge_train(args) -> int:
     r.pop("log")
     print(json.dumps(r) if args.json else f"wrote the judge to {args.out} ({r['clips']} clips, {r['steps']} steps, "
           f"{r['train_seconds']:.0f} s)" + (f"; held-out R@1 {r['heldout']['r_at_1']:.2f}, R@5 {r['heldout']['r_at_5']:.2f}"
-                                              if "heldout" in r else ""))
+                                              if r.get("heldout", {}).get("r_at_1") is not None else ""))
     return 0
 
 
@@ -158,8 +158,9 @@ def cmd_judge_eval(args) -> int:
     if args.json:
         print(json.dumps(r))
     else:
-        print(f"{r['clips']} clips: text->audio R@1 {r['r_at_1']:.3f}, R@5 {r['r_at_5']:.3f} "
-              f"(chance R@1 {r['chance_r_at_1']:.3f})")
+        print(f"{r['clips']} clips" + (f": text->audio R@1 {r['r_at_1']:.3f}, R@5 {r['r_at_5']:.3f} over the "
+                                       f"{r['described_clips']} described clips (chance R@1 {r['chance_r_at_1']:.3f})"
+                                       if r["r_at_1"] is not None else " (none described: no retrieval score)"))
         for k, v in r["attribute_accuracy"].items():
             print(f"  {k:>18}: {100 * v:.1f}%")
     return 0

@@ -22,8 +22,12 @@ Attributes (from the synth manifests' `attributes`; a clip lacking one is not sc
   sfx:   event (type of the first event), count (its number of hits, countable events only), speed
          (slow/fast, where the caption states it: continuous events and counts >= 2), loudness,
          n_events, second_event ("none" for one event), second_count
+  speech: accent (the espeak-ng voice: en-us, en-gb-scotland, ...), timbre (its variant), rate (slow < 150 <=
+         medium <= 185 < fast words per minute) and pitch (low < 40 <= medium <= 60 < high, espeak's 0..100)
   Derived in controllability (no head of its own): order = both events right, in order (two-event
   captions only).
+A speech clip's text is its transcript, not a description of the sound: speech clips train the attribute
+heads only, not the contrastive text-audio loss, and retrieval (R@1) is measured on described clips.
 
 Judge directory: config.json (JudgeConfig + the attribute vocabularies) + model.safetensors.
 `halm judge train --data SRC... --out DIR`, `halm judge eval --judge DIR --data SRC... [--json]`.
@@ -78,6 +82,19 @@ def _sfx(a: dict) -> dict:
     return {k: v for k, v in out.items() if v != ""}
 
 
+def _speech(a: dict) -> dict:
+    accent, _, timbre = str(a["voice"]).partition("+")
+    out = {"accent": accent}
+    if timbre:
+        out["timbre"] = timbre
+    if "rate_wpm" in a:
+        wpm = float(a["rate_wpm"])
+        out["rate"] = "slow" if wpm < 150 else "fast" if wpm > 185 else "medium"
+    if "pitch" in a:
+        out["pitch"] = "low" if float(a["pitch"]) < 40 else "high" if float(a["pitch"]) > 60 else "medium"
+    return out
+
+
 def _out_of_window(attributes: dict, seconds: float) -> set[str]:
     """Count attributes whose event has a hit after the judge's window: unlearnable from that window."""
     ev = attributes.get("events") or []
@@ -94,6 +111,8 @@ def attributes_of(attributes: dict) -> dict[str, str]:
         return _sfx(attributes)
     if "instrument_family" in attributes:
         return _music(attributes)
+    if "voice" in attributes:
+        return _speech(attributes)
     return {}
 
 
@@ -269,6 +288,7 @@ def clip_from_wav(wav: np.ndarray, sample_rate: int, text: str, attributes: dict
     wav = torch.from_numpy(mono_at(wav, sample_rate, SAMPLE_RATE))
     return {"id": id, "text": text, "mel": log_mel16(wav, n_mels), "chroma": chroma16(wav),
             "attributes": attributes_of(attributes),
+            "describes": "voice" not in attributes,  # a transcript does not describe the sound (module doc)
             "fixed_start": "events" in attributes,  # timed events: a training window always starts at 0
             "late": _out_of_window(attributes, JudgeConfig.seconds)}
 
@@ -367,6 +387,7 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
     labels = {k: torch.tensor([vals.index(c["attributes"][k]) if k in c["attributes"] and k not in c["late"] else -100
                                for c in clips]) for k, vals in cfg.attributes.items()}
     caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1])
+    describes = torch.tensor([c.get("describes", True) for c in clips])
     log, t0 = [], time.perf_counter()
     bar = tqdm(range(steps), desc="judge train", disable=not progress, dynamic_ncols=True)
     judge.train()
@@ -378,11 +399,13 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         z = judge.audio(mel, frames)
         a, t = F.normalize(z, dim=-1), judge.text_embed(sentences[idx])
         attr_logits = judge.logits(z, chroma, frames)
-        logits = judge.logit_scale.exp().clamp(max=100) * a @ t.T
+        d = describes[idx]  # contrastive over the clips whose text describes the sound
+        logits = judge.logit_scale.exp().clamp(max=100) * a[d] @ t[d].T
         # captions repeat (same attributes, same words): identical captions are all positives
-        same = (caption_id[idx][:, None] == caption_id[idx][None, :]).float()
+        same = (caption_id[idx][d][:, None] == caption_id[idx][d][None, :]).float()
         target = same / same.sum(1, keepdim=True)
-        contrastive = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
+        contrastive = (0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) if int(d.sum()) >= 2
+                       else z.sum() * 0.0)
         attr = sum(F.cross_entropy(v, labels[k][idx], ignore_index=-100) for k, v in attr_logits.items()
                    if (labels[k][idx] != -100).any())
         loss = contrastive + attr_weight * attr / max(1, len(attr_logits))
@@ -432,9 +455,12 @@ def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True) -> d
     """Held-out quality of a judge: text->audio retrieval R@1/R@5 and per-attribute accuracy."""
     clips = load_clips(sources, judge.cfg.n_mels, progress)
     audio, posts = embed_clips(judge, clips)
-    text = judge.text_embed(_sentence_embeddings([c["text"] for c in clips], judge.cfg.text_encoder))
-    sim = text @ audio.T  # (N captions, N clips)
-    rank = (sim > sim.diag()[:, None]).sum(1)  # clips scored above the caption's own clip
+    d = torch.tensor([c.get("describes", True) for c in clips])  # retrieval: described clips only (module doc)
+    rank = torch.zeros(0)
+    if bool(d.any()):
+        text = judge.text_embed(_sentence_embeddings([c["text"] for c, k in zip(clips, d) if k], judge.cfg.text_encoder))
+        sim = text @ audio[d].T  # (N captions, N clips)
+        rank = (sim > sim.diag()[:, None]).sum(1)  # clips scored above the caption's own clip
     from halm.metrics.t2a import attribute_accuracy
 
     targets = {k: [None if k in c["late"] else c["attributes"].get(k) for c in clips]  # late hits: unjudged
@@ -442,5 +468,7 @@ def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True) -> d
     targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
     predicted = {k: [judge.cfg.attributes[k][int(i)] for i in posts[k].argmax(-1)] for k in targets}
     acc = with_order(attribute_accuracy(predicted, targets), predicted, targets)
-    return {"clips": len(clips), "r_at_1": float((rank < 1).float().mean()), "r_at_5": float((rank < 5).float().mean()),
-            "chance_r_at_1": 1 / len(clips), "attribute_accuracy": acc}
+    n = len(rank)
+    return {"clips": len(clips), "described_clips": n, "r_at_1": float((rank < 1).float().mean()) if n else None,
+            "r_at_5": float((rank < 5).float().mean()) if n else None, "chance_r_at_1": 1 / n if n else None,
+            "attribute_accuracy": acc}

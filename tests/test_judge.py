@@ -36,7 +36,11 @@ def test_attributes_of_synth_manifests():
              "bpm": 137}
     assert attributes_of(music) == {"instrument_family": "keyboard", "tempo": "fast", "mode": "minor",
                                     "drums": "False", "dynamics": "medium"}
-    assert attributes_of({"speaker": "x"}) == {}
+    assert attributes_of({"speaker": "x"}) == {}  # LibriSpeech: no judged attribute
+    speech = {"voice": "en-gb-scotland+klatt5", "rate_wpm": 149, "pitch": 61, "pitch_range": 30, "words": 12}
+    assert attributes_of(speech) == {"accent": "en-gb-scotland", "timbre": "klatt5", "rate": "slow", "pitch": "high"}
+    assert attributes_of({"voice": "en-us", "rate_wpm": 185, "pitch": 40}) == {"accent": "en-us", "rate": "medium",
+                                                                              "pitch": "medium"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,8 @@ def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("judge")
     synthesize("music", root / "music", 0.5, seed=1, progress=False)
     synthesize("sfx", root / "sfx", 0.3, seed=1, progress=False)
-    return [str(root / "music"), str(root / "sfx")]
+    synthesize("speech", root / "speech", 0.3, seed=1, progress=False)
+    return [str(root / "music"), str(root / "sfx"), str(root / "speech")]
 
 
 def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
@@ -55,7 +60,7 @@ def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
                         "12", "--batch-size", "6", "--heldout", *corpora, "--json"], check=True, capture_output=True,
                        text=True)
     res = json.loads(r.stdout)
-    assert {"event", "instrument_family", "tempo"} <= set(res["attributes"])
+    assert {"event", "instrument_family", "tempo", "accent", "rate", "pitch"} <= set(res["attributes"])
     assert 0.0 <= res["heldout"]["r_at_1"] <= res["heldout"]["r_at_5"] <= 1.0
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 12
@@ -69,6 +74,11 @@ def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
         assert p.shape == (5, len(judge.cfg.attributes[k])) and torch.allclose(p.sum(-1), torch.ones(5), atol=1e-5)
     ev = evaluate_judge(judge, corpora, progress=False)
     assert ev["clips"] == len(clips) and set(ev["attribute_accuracy"]) <= set(judge.cfg.attributes) | {"order"}
+    assert "accent" in ev["attribute_accuracy"]
+    n_speech = sum(not c["describes"] for c in clips)  # transcripts are not descriptions: no retrieval score
+    assert n_speech > 0 and ev["described_clips"] == len(clips) - n_speech
+    only_speech = evaluate_judge(judge, corpora[2:], progress=False)
+    assert only_speech["r_at_1"] is None and "rate" in only_speech["attribute_accuracy"]
 
 
 def test_chroma_head_is_invariant_to_transposition_and_sees_the_mode():
