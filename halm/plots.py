@@ -129,3 +129,24 @@ def plot_t2a_terms(runs: dict[str, list[dict]], path: str | os.PathLike, title: 
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(plt, fig, path)
+
+
+def plot_continuation_grid(cells: list[list[tuple[str, np.ndarray]]], frame_rate: float, prompt_seconds: float,
+                           path: str | os.PathLike) -> Path:
+    """Rows of log-mel images (F, M) side by side, e.g. one row per prompt and one column per model, each with
+    a line where the prompt ends. cells[row][col] = (title, mel); one colour scale per row."""
+    plt = _pyplot()
+    n_rows, n_cols = len(cells), max(len(r) for r in cells)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 2.2 * n_rows), squeeze=False)
+    for row, axs in zip(cells, axes):
+        lo, hi = min(float(m.min()) for _, m in row), max(float(m.max()) for _, m in row)
+        for (title, mel), ax in zip(row, axs):
+            ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi,
+                      extent=(0, mel.shape[0] / frame_rate, 0, mel.shape[1]))
+            ax.axvline(prompt_seconds, color="cyan", linewidth=1.2)
+            ax.set_title(title, fontsize=7, loc="left")
+            ax.set_xlabel("seconds", fontsize=7)
+            ax.tick_params(labelsize=6)
+        for ax in axs[len(row):]:
+            ax.axis("off")
+    return _save(plt, fig, path)
