@@ -143,7 +143,7 @@ def cmd_judge_train(args) -> int:
     from halm.judge import train_judge
 
     r = train_judge(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                    heldout=args.heldout, progress=not args.json)
+                    heldout=args.heldout, progress=not args.json, device=args.device)
     r.pop("log")
     print(json.dumps(r) if args.json else f"wrote the judge to {args.out} ({r['clips']} clips, {r['steps']} steps, "
           f"{r['train_seconds']:.0f} s)" + (f"; held-out R@1 {r['heldout']['r_at_1']:.2f}, R@5 {r['heldout']['r_at_5']:.2f}"
@@ -154,7 +154,7 @@ def cmd_judge_train(args) -> int:
 def cmd_judge_eval(args) -> int:
     from halm.judge import evaluate_judge, load_judge
 
-    r = evaluate_judge(load_judge(args.judge), args.data, progress=not args.json)
+    r = evaluate_judge(load_judge(args.judge), args.data, progress=not args.json, device=args.device)
     if args.json:
         print(json.dumps(r))
     else:
@@ -209,7 +209,7 @@ def cmd_eval_t2a(args) -> int:
     out = args.out or str(Path(args.run) / "eval_t2a")
     r = eval_t2a(args.run, args.captions, out, n=args.n, cfg_coef=args.cfg, seed=args.seed, seconds=args.seconds,
                  judge_dir=args.judge, progress=not args.json, fad_model=args.fad_model, kl_model=args.kl_model,
-                 clap_model=args.clap_model, codec_ceiling=not args.no_codec_ceiling)
+                 clap_model=args.clap_model, codec_ceiling=not args.no_codec_ceiling, device=args.device)
     if args.json:
         print(json.dumps(r))
     else:
@@ -266,7 +266,7 @@ def cmd_prepare(args) -> int:
                         n_mels=args.n_mels, mel_source=args.mel_source, shard_size=args.shard_size,
                         test_share=args.test_share, dev_share=args.dev_share, min_seconds=args.min_seconds,
                         require_text=args.require_text)
-    r = prepare(args.source, args.out, cfg, workers=args.workers, progress=not args.json)
+    r = prepare(args.source, args.out, cfg, workers=args.workers, progress=not args.json, device=args.device)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -326,7 +326,7 @@ def cmd_eval(args) -> int:
     from halm.evaluate import evaluate_run
 
     r = evaluate_run(args.run, args.data, args.split, mel_source=args.mel_source, weights=args.weights,
-                     max_tokens=args.max_tokens, progress=not args.json)
+                     max_tokens=args.max_tokens, device=args.device, progress=not args.json)
     if args.json:
         print(json.dumps(r))
     else:
@@ -340,7 +340,8 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from halm.evaluate import compare_runs
 
-    r = compare_runs(args.runs, args.out, data=args.data, split=args.split, names=args.names, progress=not args.json)
+    r = compare_runs(args.runs, args.out, data=args.data, split=args.split, names=args.names, device=args.device,
+                     progress=not args.json)
     print(json.dumps(r) if args.json else f"{r['table']}\n\nwrote {r['report']} and {r['curves']}")
     return 0
 
@@ -381,7 +382,7 @@ def cmd_generate(args) -> int:
     from halm.train import load_run
 
     _check_generate_args(args)
-    model, rc = load_run(args.run, weights=args.weights)
+    model, rc = load_run(args.run, weights=args.weights, device=args.device)
     wav = sr = None
     if args.prompt:
         wav, sr = load_audio(args.prompt)
@@ -394,7 +395,7 @@ def cmd_generate(args) -> int:
             raise UserError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
         fine = None
         if args.full:
-            fine = load_run(args.full)
+            fine = load_run(args.full, device=args.device)
             if fine[1]["family"] != "t2a" or fine[0].cfg.given_codebooks != 1:
                 raise UserError(f"--full {args.full}: not a second-stage run (train one with --preset fine-s)")
         r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature,
@@ -448,6 +449,11 @@ def cmd_generate(args) -> int:
           + f"\n{len(outs)} x {r['seconds_generated']:.1f} s at {r['realtime_factor']:.2f}x real time")
     return 0
 
+
+
+def _device_flag(s) -> None:
+    s.add_argument("--device", default="auto", help="where models run: auto (CUDA when present, else the CPU), cpu, "
+                   "cuda or cuda:N (default auto)")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -518,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="joint text-audio space for the CLAP score: judge (default), clap:DIR or laion-clap:FILE")
     s.add_argument("--out", help="report folder (default RUN/eval_t2a): report.md, results.json, samples/, spectrograms.png")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(s)
     s.set_defaults(func=cmd_eval_t2a)
 
     s = sub.add_parser("judge", help="train or evaluate the text-audio judge (embeddings for FAD/CLAP, attribute classifiers)",
@@ -537,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"clips per step (default {judge_defaults['batch_size']})")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(c)
     c.set_defaults(func=cmd_judge_train)
     c = judge_sub.add_parser("eval", help="held-out quality of a judge: text->audio R@1/R@5, attribute accuracy",
                              description="Embed the captioned clips of DATA and their captions with the judge; report "
@@ -544,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--judge", help="judge directory (default: the one shipped with halm)")
     c.add_argument("--data", nargs="+", required=True, help="captioned sources")
     c.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(c)
     c.set_defaults(func=cmd_judge_eval)
 
     s = sub.add_parser("codec", help="train or evaluate a neural codec",
@@ -599,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel worker processes of one thread each, one shard at a time (default: the CPU cores, "
                         "at most 8; on 2 cores two one-thread workers beat one two-thread worker: docs/results.md)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(s)
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("presets", help="list the model presets with their parameter counts",
@@ -637,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which weights (auto: EMA when the run has them)")
     s.add_argument("--max-tokens", type=int, help="stop after about this many targets (default: all)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("compare", help="paper-style table and validation curves of several runs",
@@ -648,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="split to score (default test)")
     s.add_argument("--names", nargs="+", help="display names, one per run (default: folder names)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(s)
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("generate", help="continue an audio prompt, or make audio from text (t2a runs)",
@@ -678,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", choices=["auto", "model", "ema"], default="auto", help="which weights (default auto)")
     s.add_argument("--no-cache", action="store_true", help="recompute the whole window each step (slow; for checks)")
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    _device_flag(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("listen", help="a local page to listen through generated audio, or a blind A/B test",

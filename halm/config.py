@@ -49,3 +49,26 @@ def config_differences(old: dict, new: dict) -> list[str]:
         if a != b:
             out.append(f"data.{k}: {a!r} there vs {b!r} asked" if k == "path" else f"data.{k} differs")
     return out
+
+
+def resolve_device(spec, flag: str = "--device"):
+    """"auto" -> the first CUDA device when there is one, else the CPU; "cpu", "cuda", "cuda:N" as asked. A
+    CUDA device that is not there is a UserError naming `flag`, not a crash inside the first kernel."""
+    import torch
+
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if spec in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"{flag} {spec!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= n:
+            raise UserError(f"{flag} {spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}"
+                            f"{'' if torch.version.cuda else ', a CPU-only build'}); use {flag} cpu or auto")
+    elif device.type != "cpu":
+        raise UserError(f"{flag} {spec!r}: halm runs on cpu or cuda")
+    return device

@@ -42,7 +42,7 @@ from halm.errors import UserError
 def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_coef: float = 3.0, seed: int = 0,
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
              fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge",
-             codec_ceiling: bool = True) -> dict:
+             codec_ceiling: bool = True, device="cpu") -> dict:
     from halm.data import open_source
     from halm.generate import codec_of_run, text_to_audio
     from halm.judge import (
@@ -57,7 +57,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, fad_inf, kl_divergence
     from halm.train import load_run
 
-    model, rc = load_run(run)
+    model, rc = load_run(run, device=device)  # generation runs on `device`; the judge scores on the CPU
     if rc["family"] != "t2a":
         raise UserError(f"{run} is a {rc['family']} run; eval-t2a scores text-to-audio runs")
     judge = load_judge(judge_dir)
@@ -90,7 +90,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
 
         from halm.audio import mono_at
 
-        codec = codec_of_run(rc)
+        codec = codec_of_run(rc, device=next(model.parameters()).device)
         resynth = []
         for it, (wav, sr) in zip(items, ref_wavs):
             x = torch.from_numpy(mono_at(wav, sr, codec.sample_rate))[None, None]  # (1, 1, N)

@@ -11,12 +11,13 @@ from halm.errors import UserError
 
 
 def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_source: str = "stored",
-                 weights: str = "auto", max_tokens: int | None = None, progress: bool = True) -> dict:
+                 weights: str = "auto", max_tokens: int | None = None, device="cpu", progress: bool = True) -> dict:
     """NLL / accuracy / PPL / bits per second of a run on a split (see halm.metrics.lm for the protocol).
 
     data: a prepared dataset (default: the one the run was trained on). mel_source (hybrid only):
     "stored" = the dataset's mel; "codec" = the mel of the codec's decoding of the coarse tokens, i.e.
-    what the model sees when it generates (closed loop).
+    what the model sees when it generates (closed loop). device: where the model (and the codec of the
+    closed loop) run: "cpu", "cuda[:N]" or "auto".
     """
     from halm.audio import MelConfig
     from halm.data import open_dataset
@@ -24,7 +25,7 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
     from halm.models import count_params
     from halm.train import load_run
 
-    model, rc = load_run(run, weights=weights)
+    model, rc = load_run(run, weights=weights, device=device)
     data = data or rc["data"]["path"]
     ds = open_dataset(data, split)
     if len(ds) == 0:
@@ -49,7 +50,8 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
         from halm.audio.codec import Codec
         from halm.audio.codec_mel import ClosedLoopMel
 
-        closed = ClosedLoopMel(Codec.load(rc["data"]["codec"]["name"]), MelConfig.from_dict(rc["data"]["mel"]))
+        closed = ClosedLoopMel(Codec.load(rc["data"]["codec"]["name"]).to(next(model.parameters()).device),
+                               MelConfig.from_dict(rc["data"]["mel"]))
 
         def mel_fn(item):
             tokens = torch.from_numpy(item.codes[0].astype("int64"))[None]  # (1, T)
@@ -61,8 +63,8 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
 
         if mel_source == "codec" and model.uses_mel:
             raise UserError("--mel-source codec is not implemented for t2a runs; use stored")
-        captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, max_tokens=model.cfg.text_max_tokens,
-                                                  dim=model.cfg.text_dim))
+        captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, device=next(model.parameters()).device,
+                                                  max_tokens=model.cfg.text_max_tokens, dim=model.cfg.text_dim))
         r = evaluate_t2a(model, ds, captions, max_tokens=max_tokens, uncond=True, progress=progress)
     else:
         r = evaluate_lm(model, ds, max_tokens=max_tokens, mel_fn=mel_fn, progress=progress)
@@ -91,7 +93,7 @@ def _records(run: str) -> list[dict]:
 
 
 def compare_runs(runs: list[str], out: str, data: str | None = None, split: str = "test", names: list[str] | None = None,
-                 progress: bool = True) -> dict:
+                 device="cpu", progress: bool = True) -> dict:
     """Evaluate every run on the same split; write OUT/report.md (table, Δ vs the first run) and OUT/curves.png."""
     from halm.plots import plot_curves
 
@@ -100,7 +102,7 @@ def compare_runs(runs: list[str], out: str, data: str | None = None, split: str 
     names = names or [Path(r).name for r in runs]
     if len(names) != len(runs):
         raise UserError("give one name per run")
-    results = [evaluate_run(r, data, split, progress=progress) for r in runs]
+    results = [evaluate_run(r, data, split, device=device, progress=progress) for r in runs]
     base = results[0]
     lines = ["| model | preset | params | NLL | acc | PPL | bits/s | ΔNLL | Δacc | ΔPPL |",
              "|---|---|---|---|---|---|---|---|---|---|"]

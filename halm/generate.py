@@ -105,13 +105,16 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
     return toks
 
 
-def codec_of_run(run_config: dict, codec=None):
-    """The codec a run was trained with (loaded by name unless given); refuses a codec with other weights."""
+def codec_of_run(run_config: dict, codec=None, device=None):
+    """The codec a run was trained with (loaded by name, on `device`, unless given); refuses a codec with other
+    weights."""
     from halm.audio.codec import Codec, CodecError
 
     info = run_config["data"]["codec"]
     if codec is None:
         codec = Codec.load(info["name"])
+        if device is not None:
+            codec = codec.to(device)
     if codec.info().weights_sha256 != info["weights_sha256"]:
         raise CodecError(f"codec {codec.name} is not the one the run was trained with ({info['name']}, "
                          f"weights {info['weights_sha256']})")
@@ -145,7 +148,7 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     from halm.audio import MelConfig, causal_log_mel, mono_at
     from halm.audio.codec_mel import ClosedLoopMel
 
-    codec = codec_of_run(run_config, codec)
+    codec = codec_of_run(run_config, codec, next(model.parameters()).device)
     if fine is not None:
         codec_of_run(fine[1], codec)  # the second stage must share the codec
     mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
@@ -315,7 +318,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     from halm.audio.codec_mel import ClosedLoopMel
     from halm.models.text import load_text_encoder
 
-    codec = codec_of_run(run_config, codec)
+    codec = codec_of_run(run_config, codec, next(model.parameters()).device)
     device = next(model.parameters()).device
     if encoder is None:
         encoder = load_text_encoder(model.cfg.text_encoder, device=device, max_tokens=model.cfg.text_max_tokens,

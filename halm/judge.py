@@ -337,7 +337,7 @@ def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
-    save_weights({k: v.detach().contiguous() for k, v in judge.state_dict().items()}, str(tmp))
+    save_weights({k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}, str(tmp))
     os.replace(tmp, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
 
@@ -366,10 +366,15 @@ def load_judge(path: str | os.PathLike | None = None) -> Judge:
 
 
 def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,
-                attr_weight: float = 1.0, seed: int = 0, heldout: list[str] | None = None, progress: bool = True) -> dict:
+                attr_weight: float = 1.0, seed: int = 0, heldout: list[str] | None = None, progress: bool = True,
+                device="cpu") -> dict:
     """Train the judge on the captioned clips of `sources`; evaluate on `heldout` if given; save to `out`.
 
-    Deterministic for a seed on one machine (one thread order: torch's CPU kernels)."""
+    Deterministic for a seed on one machine (one thread order: torch's CPU kernels). device: "cpu",
+    "cuda[:N]" or "auto" (the clips' features stay on the CPU; each batch moves)."""
+    from halm.config import resolve_device
+
+    device = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cfg = JudgeConfig()
@@ -379,15 +384,15 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         for k, v in c["attributes"].items():
             values.setdefault(k, set()).add(v)
     cfg.attributes = {k: sorted(v) for k, v in sorted(values.items()) if len(v) > 1}
-    sentences = _sentence_embeddings([c["text"] for c in clips], cfg.text_encoder)
-    judge = Judge(cfg)
+    sentences = _sentence_embeddings([c["text"] for c in clips], cfg.text_encoder).to(device)
+    judge = Judge(cfg).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=0.01)
     n_frames = int(cfg.seconds * SAMPLE_RATE / HOP)
     # a count whose last hit falls after the window cannot be read from it: no label
     labels = {k: torch.tensor([vals.index(c["attributes"][k]) if k in c["attributes"] and k not in c["late"] else -100
-                               for c in clips]) for k, vals in cfg.attributes.items()}
-    caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1])
-    describes = torch.tensor([c.get("describes", True) for c in clips])
+                               for c in clips], device=device) for k, vals in cfg.attributes.items()}
+    caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1]).to(device)
+    describes = torch.tensor([c.get("describes", True) for c in clips], device=device)
     log, t0 = [], time.perf_counter()
     bar = tqdm(range(steps), desc="judge train", disable=not progress, dynamic_ncols=True)
     judge.train()
@@ -395,7 +400,8 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
         idx = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
-        mel, chroma, frames = _batch([clips[i] for i in idx], n_frames, rng)
+        mel, chroma, frames = (x.to(device) for x in _batch([clips[i] for i in idx], n_frames, rng))
+        idx = torch.from_numpy(idx).to(device)
         z = judge.audio(mel, frames)
         a, t = F.normalize(z, dim=-1), judge.text_embed(sentences[idx])
         attr_logits = judge.logits(z, chroma, frames)
@@ -415,7 +421,7 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         if (step + 1) % 20 == 0 or step + 1 == steps:
             log.append({"step": step + 1, "loss": round(loss.item(), 4), "contrastive": round(contrastive.item(), 4)})
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    judge.eval()
+    judge.cpu().eval()  # saved and evaluated on the CPU
     result = {"steps": steps, "clips": len(clips), "train_seconds": round(time.perf_counter() - t0, 1),
               "attributes": {k: len(v) for k, v in cfg.attributes.items()}, "log": log}
     if heldout:
@@ -427,15 +433,17 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
 
 @torch.no_grad()
 def embed_clips(judge: Judge, clips: list[dict], batch: int = 32):
-    """(audio embeddings (N, D), posteriors {attribute: (N, C)}) of clips from load_clips."""
+    """(audio embeddings (N, D), posteriors {attribute: (N, C)}) of clips from load_clips, on the CPU (computed
+    where the judge is)."""
     n_frames = int(judge.cfg.seconds * SAMPLE_RATE / HOP)
+    device = next(judge.parameters()).device
     embs, posts = [], {k: [] for k in judge.cfg.attributes}
     for i in range(0, len(clips), batch):
-        mel, chroma, frames = _batch(clips[i:i + batch], n_frames, None)
+        mel, chroma, frames = (x.to(device) for x in _batch(clips[i:i + batch], n_frames, None))
         z = judge.audio(mel, frames)
-        embs.append(F.normalize(z, dim=-1))
+        embs.append(F.normalize(z, dim=-1).cpu())
         for k, v in judge.logits(z, chroma, frames).items():
-            posts[k].append(v.softmax(-1))
+            posts[k].append(v.softmax(-1).cpu())
     return torch.cat(embs), {k: torch.cat(v) for k, v in posts.items()}
 
 
@@ -451,14 +459,18 @@ def with_order(accuracy: dict[str, float], predicted: dict[str, list], target: d
 
 
 @torch.no_grad()
-def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True) -> dict:
-    """Held-out quality of a judge: text->audio retrieval R@1/R@5 and per-attribute accuracy."""
+def evaluate_judge(judge: Judge, sources: list[str], progress: bool = True, device="cpu") -> dict:
+    """Held-out quality of a judge: text->audio retrieval R@1/R@5 and per-attribute accuracy (computed on `device`)."""
+    from halm.config import resolve_device
+
+    judge = judge.to(resolve_device(device))
     clips = load_clips(sources, judge.cfg.n_mels, progress)
     audio, posts = embed_clips(judge, clips)
     d = torch.tensor([c.get("describes", True) for c in clips])  # retrieval: described clips only (module doc)
     rank = torch.zeros(0)
     if bool(d.any()):
-        text = judge.text_embed(_sentence_embeddings([c["text"] for c, k in zip(clips, d) if k], judge.cfg.text_encoder))
+        sentences = _sentence_embeddings([c["text"] for c, k in zip(clips, d) if k], judge.cfg.text_encoder)
+        text = judge.text_embed(sentences.to(next(judge.parameters()).device)).cpu()
         sim = text @ audio[d].T  # (N captions, N clips)
         rank = (sim > sim.diag()[:, None]).sum(1)  # clips scored above the caption's own clip
     from halm.metrics.t2a import attribute_accuracy

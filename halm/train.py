@@ -290,7 +290,8 @@ def read_run_config(run: str | os.PathLike) -> dict:
 
 
 def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
-    """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one)."""
+    """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one).
+    device: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
     from halm.checkpoint import DamagedFile, load_weights
 
     rc = read_run_config(run)
@@ -311,7 +312,9 @@ def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
         raise DamagedFile(f"{ck / f'{name}.safetensors'}: the weights do not fit {run}/config.json "
                           f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     model.run_config = rc
-    return model.to(device).eval(), rc
+    from halm.config import resolve_device
+
+    return model.to(resolve_device(device)).eval(), rc
 
 
 # ---- the loop -----------------------------------------------------------------------------------

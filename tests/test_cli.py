@@ -102,3 +102,42 @@ def test_train_with_a_bad_setting_is_one_readable_line(tmp_path, capsys, lm_data
     assert len(err) == 1 and "unknown setting 'n_layers'" in err[0]
     assert main(["eval", "--run", str(tmp_path / "nothing")]) == 2
     assert "not a run made by `halm train`" in capsys.readouterr().err
+
+
+DEVICE_COMMANDS = {  # every command that runs a model takes --device; the shipped run and judge need no training
+    "prepare": ["prepare", "--source", "{tmp}/none", "--out", "{tmp}/data"],
+    "eval": ["eval", "--run", "halm-sfx-small"],
+    "compare": ["compare", "halm-sfx-small", "--out", "{tmp}/cmp"],
+    "generate": ["generate", "--run", "halm-sfx-small", "--text", "a bell rings", "--out", "{tmp}/x.wav"],
+    "eval-t2a": ["eval-t2a", "--run", "halm-sfx-small", "--captions", "{tmp}/none"],
+    "judge train": ["judge", "train", "--data", "{tmp}/none", "--out", "{tmp}/judge"],
+    "judge eval": ["judge", "eval", "--data", "{tmp}/none"],
+}
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+@pytest.mark.parametrize("device, message", [("cuda:99", "CUDA device(s)"), ("tpu", "not a torch device"),
+                                             ("mps", "runs on cpu or cuda")])
+def test_a_device_that_is_not_there_is_one_line_naming_the_flag(command, device, message, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in DEVICE_COMMANDS[command]] + ["--device", device]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device" in err and message in err and "Traceback" not in err
+
+
+def test_device_auto_is_cuda_when_present_else_cpu(monkeypatch):
+    import torch
+
+    from halm.config import resolve_device
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_eval_on_the_cpu_device_flag(t2a_data, capsys):
+    assert main(["eval", "--run", "halm-sfx-small", "--data", str(t2a_data), "--max-tokens", "200", "--device", "cpu",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] >= 200

@@ -196,22 +196,10 @@ class AudioCrops:
 
 
 def resolve_device(spec: str) -> torch.device:
-    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA device that is not there
-    is an error saying so, not a crash inside the first convolution."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"device={spec!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= n:
-            raise UserError(f"device={spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}); "
-                             "use --set device=cpu or device=auto")
-    elif device.type != "cpu":
-        raise UserError(f"device={spec!r}: halm codec train runs on cpu or cuda")
-    return device
+    """The codec trainer's `device` setting (halm.config.resolve_device)."""
+    from halm.config import resolve_device as resolve
+
+    return resolve(spec, flag="--set device=")
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -301,15 +301,24 @@ def _worker_shard(args):
 
 
 def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = None, workers: int = 1,
-            progress: bool = True) -> dict:
-    """Tokenize `source` into `out` (see the module doc); `out` is locked (OUT/.lock) while it is written."""
+            progress: bool = True, device="cpu") -> dict:
+    """Tokenize `source` into `out` (see the module doc); `out` is locked (OUT/.lock) while it is written.
+
+    device: where the codec encodes ("cpu", "cuda[:N]", "auto"). On a GPU one process encodes each shard
+    as one batch (workers is then 1). The device is not a dataset setting: a dataset may be continued on
+    another device (GPU and CPU kernels can round differently, so a rare code may differ)."""
     from halm.checkpoint import FolderLock
+    from halm.config import resolve_device
 
+    device = resolve_device(device)
+    if device.type == "cuda":
+        workers = 1
     with FolderLock(out):
-        return _prepare(source, out, cfg, workers, progress)
+        return _prepare(source, out, cfg, workers, progress, device)
 
 
-def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, workers: int, progress: bool) -> dict:
+def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, workers: int, progress: bool,
+             device) -> dict:
     from halm.data.sources import open_source
 
     cfg = cfg or PrepareConfig()
@@ -317,7 +326,7 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     items = list(open_source(source))
     if not items:
         raise UserError(f"{source}: no items")
-    codec = Codec.load(cfg.codec, n_codebooks=cfg.n_codebooks)
+    codec = Codec.load(cfg.codec, n_codebooks=cfg.n_codebooks).to(device)
     mel_cfg = MelConfig(sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                         frames_per_token=cfg.frames_per_token, n_mels=cfg.n_mels)
     expected = _expected_index(cfg, codec, mel_cfg, source, items)
