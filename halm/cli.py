@@ -287,6 +287,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from halm.doctor import doctor, format_report
+
+    r = doctor()
+    print(json.dumps(r) if args.json else format_report(r))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from halm.models import list_presets
 
@@ -610,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
     _device_flag(s)
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("doctor", help="what this installation has (torch, CUDA, bf16, synthesis, text encoder, shipped "
+                       "models) and what each missing piece costs",
+                       description="Checks without running a model: imports, files, hardware flags.")
+    s.add_argument("--json", action="store_true", help="print one JSON object with the result and nothing else")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("presets", help="list the model presets with their parameter counts",
                        description="Every named preset: family, parameter count, the paper's count where it has one.")

@@ -141,3 +141,26 @@ def test_eval_on_the_cpu_device_flag(t2a_data, capsys):
     assert main(["eval", "--run", "halm-sfx-small", "--data", str(t2a_data), "--max-tokens", "200", "--device", "cpu",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] >= 200
+
+
+def test_doctor_reports_what_is_there_and_what_a_missing_piece_costs(monkeypatch, capsys):
+    import importlib
+
+    assert main(["doctor", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in r["checks"]}
+    assert {"torch", "cuda", "bf16", "speech synthesis", "music synthesis", "text encoder minilm", "codec halm-small",
+            "judge halm-small", "run halm-sfx-small"} <= set(checks)
+    assert checks["torch"]["ok"] and checks["codec halm-small"]["ok"] and checks["run halm-sfx-small"]["ok"]
+    assert r["missing"] == [c["name"] for c in r["checks"] if not c["ok"]]
+    real = importlib.import_module
+
+    def without_renderer(name, *a, **k):
+        if name == "tinysoundfont":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", without_renderer)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "MISS music synthesis" in out and "halm synth music fails" in out and "music synthesis" in out.splitlines()[-1]
