@@ -302,10 +302,10 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     def bug(args):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(cli, "cmd_presets", user_error)
+    monkeypatch.setattr(cli.lm, "cmd_presets", user_error)
     assert cli.main(["presets"]) == 2
     assert capsys.readouterr().err.strip() == "halm presets: error: bad flag --x: use --y"
-    monkeypatch.setattr(cli, "cmd_presets", bug)
+    monkeypatch.setattr(cli.lm, "cmd_presets", bug)
     with pytest.raises(ValueError, match="internal invariant"):  # not turned into a user's mistake
         cli.main(["presets"])
     # every user-facing error class is a UserError

@@ -1,0 +1,56 @@
+"""The `halm` command: one entry point, subcommands mapped to plain functions (one module per command group).
+
+    data   synth, inspect, mel, prepare        codec  codec train / eval
+    lm     presets, train, eval, compare,      judge  judge train / eval, eval-t2a, listen
+           generate                            tools  doctor, demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from halm import __version__
+from halm.cli import codec, data, judge, lm, tools
+from halm.errors import UserError
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What the CLI shows as one line: bad input (halm.errors.UserError), a missing file, a diverged run.
+    Anything else is a bug and keeps its traceback."""
+    from halm.train import TrainingDiverged
+
+    return (UserError, FileNotFoundError, TrainingDiverged)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="halm",
+        description="halm: train, evaluate and sample audio language models over neural-codec tokens "
+        "(Whisper-GPT and text-to-audio LMs with representation regularization).",
+    )
+    p.add_argument("--version", action="version", version=f"halm {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (data, codec, lm, judge, tools):
+        group.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        if os.environ.get("HALM_DEBUG"):  # HALM_DEBUG=1 shows the traceback of a user error
+            raise
+        print(f"halm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"halm {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
