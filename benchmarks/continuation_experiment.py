@@ -75,7 +75,7 @@ def run(args) -> dict:
     from halm.generate import generate_continuation
     from halm.judge import attributes_of, judge_hash, load_judge
     from halm.plots import plot_continuation_grid
-    from halm.train import load_run
+    from halm.runs import load_run
 
     items = prompts(args.data, args.n, args.prompt_seconds)
     if len(items) < args.n:

@@ -36,7 +36,7 @@ def corpus_minutes(data: str) -> dict:
 def score(args) -> dict:
     from halm.eval_t2a import eval_t2a
     from halm.evaluate import evaluate_run
-    from halm.train import read_run_config
+    from halm.runs import read_run_config
 
     rc = read_run_config(args.run)
     best = Path(args.run) / "best.json"

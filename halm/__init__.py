@@ -15,6 +15,6 @@ def load(run_dir, weights: str = "auto", device="cpu"):
     t2a: `model.generate(text=["a bell rings twice"], seconds=4, cfg=3, seed=0)` -> audio (B, N) at the
     codec's rate (`model.run_config["data"]["codec"]`). A shipped run loads by name: `halm.load("halm-sfx-small")`.
     """
-    from halm.train import load_run
+    from halm.runs import load_run
 
     return load_run(run_dir, weights=weights, device=device)[0]

@@ -107,7 +107,8 @@ def _language_models(out_dir: Path, quick: bool, seed: int, progress: bool) -> d
     from halm.data import open_dataset
     from halm.evaluate import compare_runs
     from halm.generate import generate_continuation
-    from halm.train import load_run, train
+    from halm.runs import load_run
+    from halm.train import train
 
     data = out_dir / "data_speech"
     steps, batch = (12, 4) if quick else (400, 16)
@@ -148,7 +149,8 @@ def _text_to_audio(out_dir: Path, quick: bool, seed: int, codec_spec: str, progr
     from halm.evaluate import compare_runs
     from halm.generate import text_to_audio
     from halm.models.text import load_text_encoder
-    from halm.train import load_run, train
+    from halm.runs import load_run
+    from halm.train import train
 
     data = out_dir / "data_music"
     prepare(str(out_dir / "corpora" / "music"), data, PrepareConfig(codec=codec_spec, n_codebooks=4, shard_size=16,

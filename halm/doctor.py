@@ -74,7 +74,7 @@ def _minilm(m) -> str:
 def _assets() -> list[dict]:
     from halm.audio.codec import ASSETS, SHIPPED
     from halm.judge import DEFAULT_JUDGE
-    from halm.train import SHIPPED_RUNS
+    from halm.runs import SHIPPED_RUNS
 
     rows = []
     for name, folder in SHIPPED.items():

@@ -55,7 +55,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     )
     from halm.metrics.external import load_scorer
     from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, fad_inf, kl_divergence
-    from halm.train import load_run
+    from halm.runs import load_run
 
     model, rc = load_run(run, device=device)  # generation runs on `device`; the judge scores on the CPU
     if rc["family"] != "t2a":

@@ -23,7 +23,7 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
     from halm.data import open_dataset
     from halm.metrics.lm import evaluate_lm
     from halm.models import count_params
-    from halm.train import load_run
+    from halm.runs import load_run
 
     model, rc = load_run(run, weights=weights, device=device)
     data = data or rc["data"]["path"]

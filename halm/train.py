@@ -43,9 +43,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from halm import __version__
-from halm.checkpoint import atomic_write_text, complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
+from halm.checkpoint import atomic_write_text, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides, config_differences
 from halm.errors import UserError
+from halm.runs import checkpoint_dir, read_run_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -257,64 +258,6 @@ def save_checkpoint(run: Path, model, ema, optimizer, state: dict):
         torch.save({**state, "optimizer": optimizer.state_dict()}, folder / "state.pt")
 
     write_checkpoint_dir(run / "checkpoint", write)
-
-
-def checkpoint_dir(run: Path) -> Path | None:
-    """The last complete checkpoint (checkpoint/, or checkpoint.old/ if a crash hit between the renames)."""
-    return complete_checkpoint_dir(Path(run) / "checkpoint", ("model.safetensors", "state.pt"))
-
-
-# Runs shipped inside the package, loadable by name wherever a run folder is expected (fp16 weights).
-SHIPPED_RUNS = {"halm-sfx-small": Path(__file__).parent / "assets" / "t2a_halm_sfx_small"}
-
-
-def resolve_run(run: str | os.PathLike) -> Path:
-    """A run folder, or the folder of a shipped run named `run` (when no folder of that name exists)."""
-    if str(run) in SHIPPED_RUNS and not Path(run).exists():
-        return SHIPPED_RUNS[str(run)]
-    return Path(run)
-
-
-def read_run_config(run: str | os.PathLike) -> dict:
-    from halm.checkpoint import DamagedFile, read_json_file
-
-    path = resolve_run(run) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run}: no config.json — not a run made by `halm train`")
-    rc = read_json_file(path, "run config", "restore it from a copy of the run (halm writes it once, at the start)")
-    missing = [k for k in ("family", "model", "train", "data") if not isinstance(rc.get(k), dict if k != "family" else str)]
-    if missing:
-        raise DamagedFile(f"{path}: damaged run config (no valid {', '.join(repr(k) for k in missing)}); restore it from "
-                          "a copy of the run")
-    return rc
-
-
-def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
-    """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one).
-    device: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
-    from halm.checkpoint import DamagedFile, load_weights
-
-    rc = read_run_config(run)
-    from halm.models import model_from_config
-
-    model = model_from_config(rc, str(run))
-    shipped = str(run) in SHIPPED_RUNS and not Path(run).exists()
-    ck = SHIPPED_RUNS[str(run)] / "checkpoint" if shipped else checkpoint_dir(Path(run))  # shipped: weights only
-    if ck is None:
-        raise FileNotFoundError(f"{run}: no checkpoint yet; train first (halm train … --out {run})")
-    name = "ema" if weights == "ema" or (weights == "auto" and (ck / "ema.safetensors").exists()) else "model"
-    if not (ck / f"{name}.safetensors").exists():
-        raise FileNotFoundError(f"{ck}: no {name}.safetensors (train with --set ema_decay=0.999 for EMA weights)")
-    fix = "restore it, or resume training to rewrite it"
-    try:  # fp16 weights (shipped) are cast on copy
-        model.load_state_dict(load_weights(ck / f"{name}.safetensors", fix))
-    except RuntimeError as e:  # shapes that do not fit the config (e.g. an edited context)
-        raise DamagedFile(f"{ck / f'{name}.safetensors'}: the weights do not fit {run}/config.json "
-                          f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
-    model.run_config = rc
-    from halm.config import resolve_device
-
-    return model.to(resolve_device(device)).eval(), rc
 
 
 # ---- the loop -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
     python scripts/ship_run.py RUN/best halm/assets/t2a_halm_sfx_small [--about docs.json]
 
-The folder then loads by its name (halm.train.SHIPPED_RUNS) in `halm generate / eval / eval-t2a` and
+The folder then loads by its name (halm.runs.SHIPPED_RUNS) in `halm generate / eval / eval-t2a` and
 `halm.load`. --about merges a JSON object (scores, the commands that made the run) into config.json
 under "shipped".
 """
@@ -19,7 +19,7 @@ def main():
     from safetensors.torch import load_file
 
     from halm.checkpoint import save_weights
-    from halm.train import checkpoint_dir, read_run_config
+    from halm.runs import checkpoint_dir, read_run_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run")

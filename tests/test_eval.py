@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from halm.data import open_dataset
 from halm.evaluate import compare_runs, evaluate_run
 from halm.metrics.lm import evaluate_lm
-from halm.train import load_run, train
+from halm.runs import load_run
+from halm.train import train
 
 FAST = ["threads=1", "batch_size=4", "eval_every=1000", "eval_tokens=200"]
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from halm.train import SHIPPED_RUNS, load_run
+from halm.runs import SHIPPED_RUNS, load_run
 
 CAPTION = "a bell rings three times then someone knocks twice"
 
@@ -77,3 +77,10 @@ def test_every_shipped_asset_file_is_in_the_package_data():
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["halm"]
     files = [p.relative_to(root / "halm").as_posix() for p in (root / "halm" / "assets").rglob("*") if p.is_file()]
     assert files and all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in files), files
+
+
+def test_loading_a_run_for_inference_imports_no_trainer():
+    code = ("import sys, halm; m = halm.load('halm-sfx-small'); "
+            "assert 'halm.train' not in sys.modules, 'halm.train was imported'; print(type(m).__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "T2A", r.stderr[-1000:]

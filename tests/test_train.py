@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from halm.models import build_model, preset_config
-from halm.train import RunMismatch, TrainConfig, TrainingDiverged, load_run, lr_at, param_groups, train
+from halm.runs import load_run
+from halm.train import RunMismatch, TrainConfig, TrainingDiverged, lr_at, param_groups, train
 
 FAST = ["threads=1", "amp=none", "batch_size=4", "warmup_steps=5", "log_every=1", "eval_every=1000", "eval_tokens=300"]
 

@@ -101,7 +101,7 @@ def _check_generate_args(args) -> None:
 
 def cmd_generate(args) -> int:
     from halm.audio import load_audio
-    from halm.train import load_run
+    from halm.runs import load_run
 
     _check_generate_args(args)
     model, rc = load_run(args.run, weights=args.weights, device=args.device)
