@@ -351,3 +351,25 @@ def test_second_stage_settings_are_checked():
         preset_config("tiny-fine", ["given_codebooks=4"])
     with pytest.raises(ValueError, match="rr_weight=0"):
         preset_config("tiny-fine", ["rr_weight=3.0"])
+
+
+def test_mel_variant_starts_as_the_model_without_mel_and_mel_zero_ignores_the_mel():
+    over = {"mel": True, "n_mels": 8, "mel_d": 16, "mel_heads": 2, "mel_layers": 1}
+    codes = torch.randint(0, 1024, (2, 4, 20))
+    emb, mask = text(2)
+    mel = torch.randn(2, 20, 2, 8)
+
+    def logits(model, m):
+        inputs, _, _ = model.pattern_inputs(codes)
+        return model(inputs, *model.condition(emb, mask), model.step_mel(m, 20))
+
+    model = tiny(**over)  # identity fusion: at init the mel changes nothing
+    torch.testing.assert_close(logits(model, mel), logits(model, torch.randn_like(mel)), atol=0, rtol=0)
+    with torch.no_grad():
+        model.fuse.weight.normal_()  # once the fusion has learned, the mel counts ...
+    assert not torch.allclose(logits(model, mel), logits(model, torch.randn_like(mel)))
+    zeroed = tiny(**over, mel_zero=True)  # ... unless it is zeroed (the ablation)
+    with torch.no_grad():
+        zeroed.fuse.weight.normal_()
+    torch.testing.assert_close(logits(zeroed, mel), logits(zeroed, torch.randn_like(mel)), atol=0, rtol=0)
+    assert not torch.equal(tiny(**over, fuse_init="random").fuse.weight, tiny(**over).fuse.weight)

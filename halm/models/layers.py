@@ -238,3 +238,25 @@ def init_weights(module: nn.Module, n_layer: int, std: float = 0.02):
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# ---- the causal mel path of the hybrids (whisper_gpt, and t2a with mel=True) -------------------------
+def mel_path_features(mel: torch.Tensor, mel_in: nn.Linear, mel_path: CausalStack, zero: bool = False,
+                      cache: KVCache | None = None) -> torch.Tensor:
+    """Per-step mel slices (B, S, r, M) -> mel-path states (B, S, Dm): a linear projection of the r*M values,
+    then the lightweight causal blocks. zero=True is the ablation: zeros in, same parameters, no mel information."""
+    B, S = mel.shape[:2]
+    mel = mel.to(mel_in.weight.dtype).reshape(B, S, -1)  # (B, S, r*M)
+    if zero:
+        mel = torch.zeros_like(mel)
+    return mel_path(linear(mel, mel_in), cache)
+
+
+def identity_fusion_(fuse: nn.Linear, d_token: int) -> None:
+    """Make the fusion (token embedding ‖ mel state -> width) start as [I | 0]: the hybrid then starts as the
+    token-only model and learns to use the mel (a random init sat on a plateau for its first ~40 steps)."""
+    with torch.no_grad():
+        fuse.weight.zero_()
+        nn.init.eye_(fuse.weight[:, :d_token])  # (D, Dt): identity (truncated if D != Dt)
+        if fuse.bias is not None:
+            fuse.bias.zero_()

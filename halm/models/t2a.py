@@ -32,8 +32,10 @@ pattern, codebook k >= 1 of frame t is predicted at step t+k, having seen codebo
 the fine codes of a frame see its own coarse code and k-1 frames of lookahead. With
 `text_encoder="none"` there is no caption: every row gets the null condition (an unconditional LM).
 
-`mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR): at step s the LM also sees the mel
-slice of frame patterns.mel_frame_of_step(s), the last frame whose audio no target of step s encodes.
+`mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR; the same mel path and fusion as
+whisper_gpt, halm.models.layers.mel_path_features, with its identity fusion init and the mel_zero
+ablation): at step s the LM also sees the mel slice of frame patterns.mel_frame_of_step(s), the last
+frame whose audio no target of step s encodes.
 
 Legend: B batch, K codebooks, T frames, S steps, L text positions, D width, Dt text width, V codebook size.
 """
@@ -48,7 +50,7 @@ import torch.nn.functional as F
 
 from halm.errors import UserError
 from halm.models import patterns
-from halm.models.layers import CausalStack, HybridCache, init_weights
+from halm.models.layers import CausalStack, HybridCache, identity_fusion_, init_weights, mel_path_features
 
 
 @dataclass
@@ -77,10 +79,13 @@ class T2AConfig:
     mel_layers: int = 2
     mel_heads: int = 4
     mel_d: int = 96
+    mel_zero: bool = False  # ablation: the mel input replaced by zeros (same parameters, no mel information)
+    fuse_init: str = "identity"  # identity: the fusion starts as [I | 0] (the model starts as without mel); random
 
     def __post_init__(self):
         checks = [(self.pattern in patterns.PATTERNS, f"pattern must be one of {patterns.PATTERNS}"),
                   (self.cfg_mode in ("batch", "sample"), "cfg_mode must be 'batch' or 'sample'"),
+                  (self.fuse_init in ("identity", "random"), "fuse_init must be 'identity' or 'random'"),
                   (self.rr_pool in ("max", "mean"), "rr_pool must be 'max' or 'mean'"),
                   (self.rr_on in ("cfg", "all"), "rr_on must be 'cfg' or 'all'"),
                   (0.0 <= self.cfg_dropout <= 1.0, "cfg_dropout must be in [0, 1]"),
@@ -169,6 +174,8 @@ class T2A(nn.Module):
         self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout, cross=True)
         self.heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) for _ in range(cfg.n_q))
         init_weights(self, cfg.n_layer)
+        if cfg.mel and cfg.fuse_init == "identity":
+            identity_fusion_(self.fuse, cfg.d_model)
 
     @property
     def uses_mel(self) -> bool:
@@ -224,8 +231,8 @@ class T2A(nn.Module):
         if self.cfg.mel:
             if mel is None:
                 raise ValueError("this t2a model has the mel path (mel=True): pass the mel slices")
-            mel = mel.to(self.mel_in.weight.dtype).reshape(B, S, -1)  # (B, S, r*M)
-            m = self.mel_path(self.mel_in(mel), cache.mel if cache is not None else None)  # (B, S, Dm)
+            m = mel_path_features(mel, self.mel_in, self.mel_path, self.cfg.mel_zero,
+                                  cache.mel if cache is not None else None)  # (B, S, r, M) -> (B, S, Dm)
             x = self.fuse(torch.cat([x, m], dim=-1))
         return self.stack(x, cache.decoder if cache is not None else None, ctx, ctx_mask)  # (B, S, D)
 

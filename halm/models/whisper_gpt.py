@@ -18,7 +18,14 @@ import torch.nn as nn
 
 from halm.errors import UserError
 from halm.models.gpt import next_token_loss
-from halm.models.layers import CausalStack, HybridCache, init_weights, linear
+from halm.models.layers import (
+    CausalStack,
+    HybridCache,
+    identity_fusion_,
+    init_weights,
+    linear,
+    mel_path_features,
+)
 
 
 @dataclass
@@ -67,9 +74,7 @@ class WhisperGPT(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         init_weights(self, cfg.n_layer)
         if cfg.fuse_init == "identity":
-            with torch.no_grad():
-                self.fuse.weight.zero_()
-                nn.init.eye_(self.fuse.weight[:, :cfg.d_token])  # (D, Dt): identity (truncated if D != Dt)
+            identity_fusion_(self.fuse, cfg.d_token)
 
     def new_cache(self, batch: int, max_steps: int | None = None, device=None) -> HybridCache:
         return HybridCache(self.stack.new_cache(batch, max_steps, device=device),
@@ -81,10 +86,8 @@ class WhisperGPT(nn.Module):
         if mel.shape[:2] != (B, T) or mel.shape[2:] != (self.cfg.frames_per_token, self.cfg.n_mels):
             raise ValueError(f"mel {tuple(mel.shape)} does not match tokens {tuple(tokens.shape)} "
                              f"and (r, M) = ({self.cfg.frames_per_token}, {self.cfg.n_mels})")
-        mel = mel.to(self.mel_in.weight.dtype).reshape(B, T, -1)  # (B, T, r*M)
-        if self.cfg.mel_zero:
-            mel = torch.zeros_like(mel)
-        m = self.mel_path(linear(mel, self.mel_in), cache.mel if cache is not None else None)  # (B, T, Dm)
+        m = mel_path_features(mel, self.mel_in, self.mel_path, self.cfg.mel_zero,
+                              cache.mel if cache is not None else None)  # (B, T, Dm)
         x = linear(torch.cat([self.wte(tokens), m], dim=-1), self.fuse)  # (B, T, D)
         return linear(self.stack(x, cache.decoder if cache is not None else None), self.head)  # (B, T, V)
 
