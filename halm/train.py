@@ -18,7 +18,9 @@ Run directory:
     checkpoint/             model.safetensors, ema.safetensors (if ema_decay > 0), state.pt
                             (optimizer, step, RNG and data-position state; loads with weights_only=True);
                             replaced atomically (written to checkpoint.tmp/, then renamed)
-    metrics.jsonl           one JSON object per log line (train) and per validation
+    metrics.jsonl           one JSON object per log line (train) and per validation; `tokens` and
+                            `tokens_per_s` count sequence positions (batch x context): for t2a these
+                            are pattern steps, each holding up to K codes
     tb/                     TensorBoard event files
 Re-running the same command resumes from checkpoint/ and continues the same trajectory.
 """
@@ -113,9 +115,9 @@ class CropSampler(_SeededSampler):
     """
 
     def __init__(self, dataset, length: int, seed: int, with_mel: bool):
-        self.ds, self.length, self.with_mel = dataset, length, with_mel
-        self.frames = dataset.frames
-        self.starts = np.concatenate([[0], np.cumsum(self.frames)])
+        self.ds, self.crop, self.with_mel = dataset, length, with_mel
+        self.item_frames = dataset.frames
+        self.starts = np.concatenate([[0], np.cumsum(self.item_frames)])
         self.total = int(self.starts[-1])
         if self.total < length:
             raise UserError(f"the train split has {self.total} frames, fewer than one crop of {length}; "
@@ -123,22 +125,22 @@ class CropSampler(_SeededSampler):
         self.rng = np.random.default_rng(seed)
 
     def draw(self, n: int) -> np.ndarray:
-        return self.rng.integers(0, self.total - self.length + 1, size=n)
+        return self.rng.integers(0, self.total - self.crop + 1, size=n)
 
     def read(self, positions) -> dict:
-        tokens = np.empty((len(positions), self.length), dtype=np.int64)
+        tokens = np.empty((len(positions), self.crop), dtype=np.int64)
         mel = None
         ids = []
         for b, g in enumerate(positions):
             i, got, row_ids = int(np.searchsorted(self.starts, g, side="right") - 1), 0, []
             off = int(g - self.starts[i])
-            while got < self.length:
+            while got < self.crop:
                 item = self.ds[i]
-                n = min(self.length - got, item.codes.shape[1] - off)
+                n = min(self.crop - got, item.codes.shape[1] - off)
                 tokens[b, got:got + n] = item.codes[0, off:off + n]
                 if self.with_mel:
                     if mel is None:
-                        mel = np.empty((len(positions), self.length) + item.mel.shape[1:], dtype=np.float32)
+                        mel = np.empty((len(positions), self.crop) + item.mel.shape[1:], dtype=np.float32)
                     mel[b, got:got + n] = item.mel[off:off + n]
                 row_ids.append(item.id)
                 got, off, i = got + n, 0, i + 1
@@ -151,27 +153,28 @@ class CropSampler(_SeededSampler):
 
 
 class ItemCropSampler(_SeededSampler):
-    """Crops of `frames` frames (n_q codebooks) inside one item, with its caption (text-conditioned LMs).
+    """Crops of `crop_frames` frames (n_q codebooks) inside one item, with its caption (text-conditioned LMs);
+    items are drawn in proportion to their length (`item_frames`), shorter items are padded.
 
-    draw(n) -> (n, 3) int64 rows [item, start, drop]; read(rows) -> codes (b, K, frames) int64, lengths (b,),
-    text_emb (b, L, Dt), text_mask (b, L), drop (b,) bool, [mel (b, frames, r, M)], ids.
+    draw(n) -> (n, 3) int64 rows [item, start, drop]; read(rows) -> codes (b, K, crop_frames) int64, lengths (b,),
+    text_emb (b, L, Dt), text_mask (b, L), drop (b,) bool, [mel (b, crop_frames, r, M)], ids.
     """
 
-    def __init__(self, dataset, frames: int, n_q: int, seed: int, with_mel: bool, captions, cfg_dropout: float,
+    def __init__(self, dataset, crop_frames: int, n_q: int, seed: int, with_mel: bool, captions, cfg_dropout: float,
                  cfg_mode: str, need_text: bool = True):
-        self.ds, self.length, self.n_q, self.with_mel = dataset, frames, n_q, with_mel
+        self.ds, self.crop, self.n_q, self.with_mel = dataset, crop_frames, n_q, with_mel
         self.captions, self.cfg_dropout, self.cfg_mode = captions, cfg_dropout, cfg_mode
-        self.frames = dataset.frames
+        self.item_frames = dataset.frames
         missing = [dataset[i].id for i in range(len(dataset)) if need_text and not (dataset[i].text or "").strip()]
         if missing:
             raise UserError(f"{len(missing)} train items have no caption (e.g. {missing[:3]}); a text-to-audio "
                              "model needs text for every item (prepare with --require-text to skip the others)")
-        self.p = self.frames / self.frames.sum()
+        self.p = self.item_frames / self.item_frames.sum()
         self.rng = np.random.default_rng(seed)
 
     def draw(self, n: int) -> np.ndarray:
-        items = self.rng.choice(len(self.frames), size=n, p=self.p)
-        starts = self.rng.integers(0, np.maximum(self.frames[items] - self.length, 0) + 1)
+        items = self.rng.choice(len(self.item_frames), size=n, p=self.p)
+        starts = self.rng.integers(0, np.maximum(self.item_frames[items] - self.crop, 0) + 1)
         if self.cfg_mode == "batch":
             drop = np.full(n, self.rng.random() < self.cfg_dropout)
         else:
@@ -180,17 +183,17 @@ class ItemCropSampler(_SeededSampler):
 
     def read(self, rows) -> dict:
         b = len(rows)
-        codes = np.zeros((b, self.n_q, self.length), dtype=np.int64)
+        codes = np.zeros((b, self.n_q, self.crop), dtype=np.int64)
         lengths = np.zeros(b, dtype=np.int64)
         mel, ids, texts = None, [], []
         for j, (i, start, _) in enumerate(rows):
             item = self.ds[int(i)]
-            n = min(self.length, item.codes.shape[1] - int(start))
+            n = min(self.crop, item.codes.shape[1] - int(start))
             codes[j, :, :n] = item.codes[: self.n_q, start:start + n]
             lengths[j] = n
             if self.with_mel:
                 if mel is None:
-                    mel = np.zeros((b, self.length) + item.mel.shape[1:], dtype=np.float32)
+                    mel = np.zeros((b, self.crop) + item.mel.shape[1:], dtype=np.float32)
                 mel[j, :n] = item.mel[start:start + n]
             ids.append([item.id])
             texts.append(item.text)
@@ -483,7 +486,7 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
                 for pe, pm in zip(ema.parameters(), model.parameters()):
                     pe.lerp_(pm, 1 - tcfg.ema_decay)
         step += 1
-        n_tok = tcfg.batch_size * mcfg.context
+        n_tok = tcfg.batch_size * mcfg.context  # sequence positions (t2a: pattern steps of up to K codes each)
         tokens_seen += n_tok
         window_tokens += n_tok
         for k, v in [("loss", step_loss.item()), ("acc", step_acc.item())] + [
