@@ -47,12 +47,8 @@ from tqdm import tqdm
 from halm import __version__
 from halm.checkpoint import atomic_write_text, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides, config_differences
-from halm.errors import UserError
+from halm.errors import TrainingDiverged, UserError
 from halm.runs import checkpoint_dir, read_run_config
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the batch items."""
 
 
 class RunMismatch(UserError):

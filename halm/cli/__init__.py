@@ -13,15 +13,11 @@ import sys
 
 from halm import __version__
 from halm.cli import codec, data, judge, lm, tools
-from halm.errors import UserError
+from halm.errors import TrainingDiverged, UserError
 
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """What the CLI shows as one line: bad input (halm.errors.UserError), a missing file, a diverged run.
-    Anything else is a bug and keeps its traceback."""
-    from halm.train import TrainingDiverged
-
-    return (UserError, FileNotFoundError, TrainingDiverged)
+# What the CLI shows as one line: bad input (halm.errors.UserError), a missing file, a diverged run.
+# Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, TrainingDiverged)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         if os.environ.get("HALM_DEBUG"):  # HALM_DEBUG=1 shows the traceback of a user error
             raise
         print(f"halm {args.command}: error: {e}", file=sys.stderr)
