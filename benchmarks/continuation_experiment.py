@@ -80,14 +80,16 @@ def run(args) -> dict:
     items = prompts(args.data, args.n, args.prompt_seconds)
     if len(items) < args.n:
         print(f"only {len(items)} test clips are at least {args.prompt_seconds} s long", flush=True)
-    fine = load_run(args.fine) if args.fine else None
+    fine = load_run(args.fine)[0] if args.fine else None
     judge = load_judge(args.judge)
     heads = [h for h in SPEECH_HEADS if h in judge.cfg.attributes]
     sr_out = None
     prompt_stats = [median_f0(it["wav"][0], it["sr"]) for it in items]
     judged_prompts = judge_speech(judge, [it["wav"][0] for it in items], items[0]["sr"]) if heads else {}
     truth = [attributes_of(it["attributes"]) for it in items]
-    rows, grid = [], [[("prompt " + it["id"], None)] for it in items[:4]]
+    # the spectrogram grid: the real prompt, then each model's prompt + continuation (first 4 prompts)
+    grid = [[(f"real prompt {it['id']}", log_mel(torch.from_numpy(it["wav"][0]), it["sr"]).T.numpy())] for it in items[:4]]
+    rows = []
     for spec in args.runs:
         name, _, path = spec.partition("=")
         model, rc = load_run(path)
@@ -98,7 +100,7 @@ def run(args) -> dict:
                                       top_k=args.top_k, seed=i, fine=fine)
             sr_out = r["sample_rate"]
             save_audio(Path(args.out) / name / f"{i:03d}.wav", r["audio"], sr_out)
-            gens.append(r["audio"][int(args.prompt_seconds * sr_out):])  # the generated part
+            gens.append(r["audio"][len(r["audio"]) - int(round(r["seconds_generated"] * sr_out)):])  # the generated part
             if i < 4:
                 grid[i].append((f"{name}: prompt + continuation", log_mel(torch.from_numpy(r["audio"]), sr_out).T.numpy()))
         stats = [median_f0(g, sr_out) for g in gens]
@@ -106,7 +108,7 @@ def run(args) -> dict:
         ok = np.isfinite(ratios)
         row = {"model": name, "run": str(path), "n_prompts": len(items), "prompt_seconds": args.prompt_seconds,
                "seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
-               "codebooks": fine[0].cfg.n_q if fine else 1, "f0_ratio_median": float(np.median(ratios[ok])) if ok.any() else None,
+               "codebooks": fine.cfg.n_q if fine else 1, "f0_ratio_median": float(np.median(ratios[ok])) if ok.any() else None,
                "f0_within_20pct": float(np.mean(np.abs(ratios[ok] - 1) <= 0.2)) if ok.any() else None,
                "f0_ratio_iqr": [float(np.percentile(ratios[ok], 25)), float(np.percentile(ratios[ok], 75))] if ok.any() else None,
                "voicing_share": float(np.mean([s[1] for s in stats])),
@@ -119,8 +121,6 @@ def run(args) -> dict:
             row["judge_true_accent"] = float(np.mean([j == t.get("accent") for j, t in zip(judged["accent"], truth)]))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    for i, it in enumerate(items[:4]):  # the real prompt alone in the first column
-        grid[i][0] = (f"real prompt {it['id']}", log_mel(torch.from_numpy(it["wav"][0]), it["sr"]).T.numpy())
     png = plot_continuation_grid(grid, sr_out / 256, args.prompt_seconds, Path(args.out) / "continuations.png")
     result = {"data": str(args.data), "fine": str(args.fine) if args.fine else None, "judge_sha256": judge_hash(args.judge),
               "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png),

@@ -59,11 +59,11 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
 
     if rc["family"] == "t2a":  # conditional NLL with each item's caption (+ with the null condition)
         from halm.metrics.lm import evaluate_t2a
-        from halm.models.text import CaptionCache, load_text_encoder
+        from halm.models.text import caption_batches, load_text_encoder
 
         if mel_source == "codec" and model.uses_mel:
             raise UserError("--mel-source codec is not implemented for t2a runs; use stored")
-        captions = CaptionCache(load_text_encoder(model.cfg.text_encoder, device=next(model.parameters()).device,
+        captions = caption_batches(load_text_encoder(model.cfg.text_encoder, device=next(model.parameters()).device,
                                                   max_tokens=model.cfg.text_max_tokens, dim=model.cfg.text_dim))
         r = evaluate_t2a(model, ds, captions, max_tokens=max_tokens, uncond=True, progress=progress)
     else:

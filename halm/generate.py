@@ -142,15 +142,16 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
                           use_cache: bool = True, window: int = 8, fine=None, progress: bool = False) -> dict:
     """Prompt audio -> continuation: encode the prompt with the run's codec, sample, decode the coarse tokens.
 
-    fine = (second-stage model, its run config): the continuation's codebooks 1..K-1 are sampled by it
-    (halm.generate.complete_codebooks; the prompt keeps its own) and the audio is decoded from all K.
+    fine: a second-stage model from halm.runs.load_run (it carries its run config): the continuation's
+    codebooks 1..K-1 are sampled by it (complete_codebooks; the prompt keeps its own) and the audio is
+    decoded from all K.
     """
     from halm.audio import MelConfig, causal_log_mel, mono_at
     from halm.audio.codec_mel import ClosedLoopMel
 
     codec = codec_of_run(run_config, codec, next(model.parameters()).device)
     if fine is not None:
-        codec_of_run(fine[1], codec)  # the second stage must share the codec
+        codec_of_run(fine.run_config, codec)  # the second stage must share the codec
     mel_cfg = MelConfig.from_dict(run_config["data"]["mel"])
     wav = mono_at(prompt_wav, prompt_sr, codec.sample_rate)[None]  # (1, N)
     x = torch.from_numpy(wav)[None]  # (1, 1, N)
@@ -170,9 +171,8 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     dt = time.perf_counter() - t0
     codes = toks[:, None]  # (1, 1, T): coarse only
     if fine is not None:
-        fm = fine[0]
-        codes = complete_codebooks(fm, toks.to(next(fm.parameters()).device), prompt_codes[:, : fm.cfg.n_q],
-                                   seed=seed, use_cache=use_cache, progress=progress)  # (1, K, T)
+        codes = complete_codebooks(fine, toks, prompt_codes[:, : fine.cfg.n_q], seed=seed, use_cache=use_cache,
+                                   progress=progress)  # (1, K, T)
     audio = codec.decode(codes.to(codec.device))[0, 0].float().cpu().numpy()
     return {"tokens": toks[0].cpu(), "codes": codes[0].cpu(), "prompt_tokens": prompt.shape[1], "new_tokens": n_new,
             "audio": audio,

@@ -356,12 +356,12 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
                                   fused=device.type == "cuda")
     captions = None
     if family == "t2a":
-        from halm.models.text import CaptionCache, load_text_encoder
+        from halm.models.text import caption_batches, load_text_encoder
 
         encoder = load_text_encoder(mcfg.text_encoder, device=device, max_tokens=mcfg.text_max_tokens, dim=mcfg.text_dim)
         if encoder.dim != mcfg.text_dim:
             raise UserError(f"text encoder {mcfg.text_encoder} has width {encoder.dim}; add --set text_dim={encoder.dim}")
-        captions = CaptionCache(encoder)
+        captions = caption_batches(encoder)
         sampler = ItemCropSampler(train_ds, mcfg.frames, mcfg.n_q, tcfg.seed, model.uses_mel, captions,
                                   mcfg.cfg_dropout, mcfg.cfg_mode, need_text=mcfg.has_text)
     else:

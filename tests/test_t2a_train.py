@@ -188,7 +188,7 @@ def test_second_stage_trains_without_text_and_generate_full_decodes_every_codebo
     halm = [sys.executable, "-m", "halm"]
     ds = open_dataset(t2a_data, "train")
     ds._rows[0][1]["text"] = None  # a second stage needs no caption
-    sampler = ItemCropSampler(ds, 50, 4, 0, False, CaptionCache(NoText(384)), 0.0, "batch", need_text=False)
+    sampler = ItemCropSampler(ds, 50, 4, 0, False, NoText(384), 0.0, "batch", need_text=False)
     batch = sampler.read(sampler.draw(3))
     assert batch["text_emb"].shape == (3, 1, 384) and not batch["drop"].any()
     fine, gpt = tmp_path / "fine", tmp_path / "gpt"

@@ -117,8 +117,8 @@ def cmd_generate(args) -> int:
             raise UserError(f"a {rc['family']} run continues audio: give --prompt (and no --text/--captions)")
         fine = None
         if args.full:
-            fine = load_run(args.full, device=args.device)
-            if fine[1]["family"] != "t2a" or fine[0].cfg.given_codebooks != 1:
+            fine = load_run(args.full, device=args.device)[0]
+            if fine.family != "t2a" or fine.cfg.given_codebooks != 1:
                 raise UserError(f"--full {args.full}: not a second-stage run (train one with --preset fine-s)")
         r = generate_continuation(model, rc, wav, sr, args.seconds, temperature=args.temperature,
                                   top_k=args.top_k if args.top_k is not None else 0, top_p=args.top_p, seed=args.seed,

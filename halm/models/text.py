@@ -87,6 +87,7 @@ class NoText:
     """The "none" encoder: one masked-in zero position per row, whatever the text (absent texts too).
 
     The t2a model replaces it by its null condition (T2A.condition), so the values never reach the LM.
+    Nothing is encoded, so it is its own caption cache: `batch` is `encode`.
     """
 
     name = "none"
@@ -97,6 +98,8 @@ class NoText:
     def encode(self, captions: list) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(len(captions), 1, self.dim), torch.ones(len(captions), 1, dtype=torch.bool)
 
+    batch = encode
+
 
 class CaptionCache:
     """Encodes each unique caption once (kept on the CPU in fp32) and pads batches of them."""
@@ -106,8 +109,6 @@ class CaptionCache:
         self.store: dict[str, torch.Tensor] = {}
 
     def warm(self, captions, batch: int = 64):
-        if isinstance(self.encoder, NoText):  # nothing to encode
-            return
         todo = sorted({c for c in captions if c not in self.store})
         for i in range(0, len(todo), batch):
             chunk = todo[i:i + batch]
@@ -117,8 +118,6 @@ class CaptionCache:
 
     def batch(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(emb (B, L, D), mask (B, L)) with L the longest caption of the batch."""
-        if isinstance(self.encoder, NoText):
-            return self.encoder.encode(list(captions))
         self.warm(captions)
         rows = [self.store[c] for c in captions]
         L = max(r.shape[0] for r in rows)
@@ -128,6 +127,11 @@ class CaptionCache:
             emb[b, : r.shape[0]] = r
             mask[b, : r.shape[0]] = True
         return emb, mask
+
+
+def caption_batches(encoder: TextEncoder | NoText) -> CaptionCache | NoText:
+    """What turns a batch's captions into (emb, mask): a CaptionCache over a real encoder; NoText as it is."""
+    return encoder if isinstance(encoder, NoText) else CaptionCache(encoder)
 
 
 _LOADED: dict[tuple, TextEncoder] = {}
