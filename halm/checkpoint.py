@@ -64,6 +64,17 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_weights(state: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """safetensors save_file with the usual file permissions (it creates files 0600 whatever the umask)."""
     from safetensors.torch import save_file

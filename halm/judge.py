@@ -347,9 +347,9 @@ DEFAULT_JUDGE = Path(__file__).parent / "assets" / "judge_halm_small"
 
 def judge_hash(path: str | os.PathLike | None = None) -> str:
     """sha256 of a judge's model.safetensors (the shipped one by default): names the judge in results."""
-    import hashlib
+    from halm.checkpoint import file_sha256
 
-    return hashlib.sha256((Path(path) if path else DEFAULT_JUDGE).joinpath("model.safetensors").read_bytes()).hexdigest()
+    return file_sha256((Path(path) if path else DEFAULT_JUDGE) / "model.safetensors")
 
 
 def load_judge(path: str | os.PathLike | None = None) -> Judge:

@@ -4,7 +4,7 @@ Nothing here trains: evaluation, generation and `halm.load` import this module, 
 (test: loading a shipped run imports no trainer). A run folder is made by halm.train:
 config.json (family, model / train configs, the dataset's codec and mel settings) and checkpoint/
 (model.safetensors [+ ema.safetensors], state.pt), or a shipped run (config.json + checkpoint/ with
-fp16 weights only).
+fp16 weights only), or a run imported by halm.interop (checkpoint/ with weights only).
 """
 
 from __future__ import annotations
@@ -45,6 +45,15 @@ def read_run_config(run: str | os.PathLike) -> dict:
     return rc
 
 
+def weights_dir(run: str | os.PathLike, rc: dict) -> Path | None:
+    """The folder with the run's weights: its last complete checkpoint, or for a shipped or imported run
+    (weights only, no training state) its checkpoint/ folder."""
+    folder = resolve_run(run)
+    if "shipped" in rc or "imported" in rc:
+        return folder / "checkpoint" if (folder / "checkpoint" / "model.safetensors").exists() else None
+    return checkpoint_dir(folder)
+
+
 def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
     """(model in eval mode, run config dict). weights: "model", "ema" or "auto" (EMA when the run has one).
     device: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
@@ -54,8 +63,7 @@ def load_run(run: str | os.PathLike, weights: str = "auto", device="cpu"):
     from halm.models import model_from_config
 
     model = model_from_config(rc, str(run))
-    shipped = str(run) in SHIPPED_RUNS and not Path(run).exists()
-    ck = SHIPPED_RUNS[str(run)] / "checkpoint" if shipped else checkpoint_dir(Path(run))  # shipped: weights only
+    ck = weights_dir(run, rc)
     if ck is None:
         raise FileNotFoundError(f"{run}: no checkpoint yet; train first (halm train … --out {run})")
     name = "ema" if weights == "ema" or (weights == "auto" and (ck / "ema.safetensors").exists()) else "model"

@@ -45,7 +45,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from halm import __version__
-from halm.checkpoint import atomic_write_text, truncate_metrics, write_checkpoint_dir
+from halm.checkpoint import atomic_write_text, file_sha256, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides, config_differences
 from halm.errors import TrainingDiverged, UserError
 from halm.runs import checkpoint_dir, read_run_config
@@ -273,9 +273,13 @@ def _dist_setup() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def train(preset: str, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
-          progress: bool = True) -> dict:
+def train(preset: str | None, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
+          progress: bool = True, init_from: str | None = None) -> dict:
     """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields.
+
+    init_from: start from another run's weights and model settings (fine-tuning, e.g. an imported MusicGen;
+    preset None) instead of a preset's random init. The data must be tokenized with that run's codec. The
+    weights are read once, when `out` has no checkpoint yet; resuming continues from `out`'s own.
 
     The run folder is locked while training (rank 0 holds RUN/.lock): a second process on it is refused."""
     from halm.checkpoint import FolderLock
@@ -284,22 +288,40 @@ def train(preset: str, data: str, out: str, steps: int | None = None, overrides:
     if lock is not None:
         lock.acquire()
     try:
-        return _train(preset, data, out, steps, overrides, progress)
+        return _train(preset, data, out, steps, overrides, progress, init_from)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[str] | None, progress: bool) -> dict:
+def _train(preset: str | None, data: str, out: str, steps: int | None, overrides: list[str] | None, progress: bool,
+           init_from: str | None = None) -> dict:
     from halm.data import open_dataset
     from halm.metrics.lm import evaluate_lm, evaluate_t2a
-    from halm.models import build_model, count_params, preset_config
+    from halm.models import build_model, config_from_dict, count_params, preset_config
 
     overrides = list(overrides or [])
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     t_over = [o for o in overrides if o.partition("=")[0].strip().replace("-", "_") in train_fields]
     m_over = [o for o in overrides if o not in t_over]
-    family, mcfg = preset_config(preset, m_over)
+    init = None
+    if init_from is not None:
+        if preset is not None:
+            raise UserError("--init-from takes the model settings of that run: give no --preset")
+        from halm.runs import resolve_run, weights_dir
+
+        init_rc = read_run_config(init_from)
+        init_dir = weights_dir(init_from, init_rc)
+        if init_dir is None:
+            raise FileNotFoundError(f"--init-from {init_from}: no weights in {resolve_run(init_from) / 'checkpoint'}")
+        family, preset = init_rc["family"], init_rc.get("preset", init_rc["family"])
+        mcfg = apply_overrides(config_from_dict(family, init_rc["model"]), m_over)
+        init = {"run": str(resolve_run(init_from).resolve()),
+                "weights_sha256": file_sha256(init_dir / "model.safetensors")}
+    elif preset is None:
+        raise UserError("give --preset NAME (a new model) or --init-from RUN (fine-tuning)")
+    else:
+        family, mcfg = preset_config(preset, m_over)
     tcfg = apply_overrides(TrainConfig(), t_over)
     if steps is not None:
         tcfg = dataclasses.replace(tcfg, steps=steps)
@@ -319,6 +341,10 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
     if len(dev_ds) == 0 and rank == 0:
         print(f"halm train: warning: {data} has no dev split: training without validation (no val_nll, no RUN/best)",
               file=sys.stderr)
+    if init is not None and train_ds.codec["weights_sha256"] != init_rc["data"]["codec"]["weights_sha256"]:
+        raise UserError(f"{data} was tokenized with codec {train_ds.codec['name']}; --init-from {init_from} was trained "
+                        f"with {init_rc['data']['codec']['name']}: prepare the data with --codec "
+                        f"{init_rc['data']['codec']['name']}")
     if mcfg.vocab_size < int(train_ds.codec["codebook_size"]):
         raise UserError(f"model vocab {mcfg.vocab_size} < codebook size {train_ds.codec['codebook_size']} of {data}")
     if family == "t2a" and mcfg.n_q > train_ds.n_codebooks:
@@ -334,8 +360,14 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
                                                     "mel": train_ds.index["mel"],
                                                     "mel_source": train_ds.index.get("mel_source", "audio"),
                                                     "frame_rate": train_ds.frame_rate}}
+    if init is not None:
+        run_config["init_from"] = init
     if (run / "config.json").exists():
         old = read_run_config(run)
+        old = {**old, "model": config_from_dict(old["family"], old["model"]).to_dict()}  # fields added since: defaults
+        if old.get("init_from") != run_config.get("init_from"):
+            raise RunMismatch(f"{run} was started from {(old.get('init_from') or {}).get('run', 'a random init')}; "
+                              f"this command starts from {(init or {}).get('run', 'a random init')}: choose a new --out")
         if not steps_given:  # a rerun without --steps resumes to the run's own length
             tcfg = dataclasses.replace(tcfg, steps=old["train"]["steps"])
             run_config["train"] = tcfg.to_dict()
@@ -351,6 +383,10 @@ def _train(preset: str, data: str, out: str, steps: int | None, overrides: list[
 
     torch.manual_seed(tcfg.seed)
     model = build_model(family, mcfg).to(device)
+    if init is not None and checkpoint_dir(run) is None:
+        from halm.checkpoint import load_weights
+
+        model.load_state_dict(load_weights(init_dir / "model.safetensors", f"restore {init_from}", device=str(device)))
     ema = copy.deepcopy(model).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
                                   fused=device.type == "cuda")

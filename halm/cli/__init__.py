@@ -1,8 +1,9 @@
 """The `halm` command: one entry point, subcommands mapped to plain functions (one module per command group).
 
-    data   synth, inspect, mel, prepare        codec  codec train / eval
-    lm     presets, train, eval, compare,      judge  judge train / eval, eval-t2a, listen
-           generate                            tools  doctor, demo
+    data   synth, inspect, mel, prepare        codec    codec train / eval
+    lm     presets, train, eval, compare,      judge    judge train / eval, eval-t2a, listen
+           generate                            interop  import musicgen, export
+                                               tools    doctor, demo
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 
 from halm import __version__
-from halm.cli import codec, data, judge, lm, tools
+from halm.cli import codec, data, interop, judge, lm, tools
 from halm.errors import TrainingDiverged, UserError
 
 # What the CLI shows as one line: bad input (halm.errors.UserError), a missing file, a diverged run.
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"halm {__version__}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, codec, lm, judge, tools):
+    for group in (data, codec, lm, judge, interop, tools):
         group.register(sub)
     return p
 

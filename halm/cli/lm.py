@@ -33,7 +33,10 @@ def cmd_train(args) -> int:
         if args.preset in PRESETS and PRESETS[args.preset][0] != "t2a":
             raise UserError("--mel adds the mel path to a t2a preset; whisper-gpt presets have it already")
         overrides.append("mel=true")
-    r = train(args.preset, args.data, args.out, steps=args.steps, overrides=overrides, progress=not args.json)
+    if (args.preset is None) == (args.init_from is None):
+        raise UserError("give --preset NAME (a new model) or --init-from RUN (fine-tune that run's model), not both")
+    r = train(args.preset, args.data, args.out, steps=args.steps, overrides=overrides, progress=not args.json,
+              init_from=args.init_from)
     if args.json:
         print(json.dumps(r))
     else:
@@ -163,7 +166,7 @@ def cmd_generate(args) -> int:
         outs.append({"caption": caption, "out": o, "png": p})
         Path(o).with_suffix(".json").write_text(json.dumps({"caption": caption, "run": str(args.run), "cfg": args.cfg,
                                                             "seed": args.seed, "seconds": args.seconds}) + "\n")
-    result = {"samples": outs, "seconds_generated": r["seconds_generated"], "steps": r["steps"],
+    result = {"samples": outs, "sample_rate": r["sample_rate"], "seconds_generated": r["seconds_generated"], "steps": r["steps"],
               "frames_per_s": round(r["frames_per_s"], 1), "realtime_factor": round(r["realtime_factor"], 2),
               "cfg": args.cfg, "seed": args.seed}
     print(json.dumps(result) if args.json else
@@ -182,8 +185,10 @@ def register(sub) -> None:
                        description="Train a preset on DATA's train split, validating on its dev split. Rerunning the "
                        "same command resumes from RUN/checkpoint. Multi-process: torchrun --nproc_per_node N -m halm "
                        "train ... (the global batch is the same as one process's).")
-    s.add_argument("--preset", required=True, help="model preset (see `halm presets`), e.g. gpt-s, gpt-l, whisper-gpt, "
-                   "t2a-s")
+    s.add_argument("--preset", help="model preset (see `halm presets`), e.g. gpt-s, gpt-l, whisper-gpt, t2a-s")
+    s.add_argument("--init-from", metavar="RUN", help="instead of --preset: start from RUN's weights and model settings "
+                   "(fine-tuning, e.g. an imported MusicGen; DATA must be tokenized with RUN's codec; --set may change "
+                   "cfg_dropout, rr_weight, dropout, … and every train field)")
     s.add_argument("--data", required=True, help="a dataset made by `halm prepare`")
     s.add_argument("--out", required=True, help="run folder: config.json, checkpoint/, metrics.jsonl, tb/")
     s.add_argument("--steps", type=int, help="optimizer steps (default: the train config's 2000)")

@@ -47,6 +47,7 @@ from halm.audio.codec import DEFAULT_CODEC, Codec
 from halm.audio.codec_mel import ClosedLoopMel
 from halm.audio.io import AudioError, load_audio
 from halm.audio.mel import MelConfig, causal_log_mel
+from halm.checkpoint import file_sha256
 from halm.errors import UserError
 
 INDEX_VERSION = 1
@@ -233,14 +234,6 @@ def _worker_init(codec_spec: str, n_codebooks, mel_cfg: dict, cfg: dict) -> None
 SHARD_FILES = ("codes.npy", "mel.npy", "items.jsonl", "skipped.jsonl")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _source_stamp(path) -> dict | None:
     try:
         st = os.stat(path)
@@ -251,7 +244,7 @@ def _source_stamp(path) -> dict | None:
 
 def _write_shard_record(shard_dir: Path, items) -> None:
     """shard_dir/files.json: size + sha256 of each shard file, size + mtime of each source file."""
-    record = {"files": {n: {"size": (shard_dir / n).stat().st_size, "sha256": _sha256(shard_dir / n)} for n in SHARD_FILES},
+    record = {"files": {n: {"size": (shard_dir / n).stat().st_size, "sha256": file_sha256(shard_dir / n)} for n in SHARD_FILES},
               "sources": {it.id: {"path": str(it.path), **(_source_stamp(it.path) or {"missing": True})} for it in items}}
     (shard_dir / "files.json").write_text(json.dumps(record) + "\n")
 
@@ -270,7 +263,7 @@ def shard_problem(shard_dir: Path, items=None, checksums: bool = True) -> str | 
             f = shard_dir / name
             if not f.exists() or f.stat().st_size != want.get("size"):
                 return f"{name} has {f.stat().st_size if f.exists() else 'no'} bytes, {want.get('size')} were written"
-            if checksums and _sha256(f) != want.get("sha256"):
+            if checksums and file_sha256(f) != want.get("sha256"):
                 return f"{name} changed since it was written (sha256)"
         for it in items or []:
             old, now = sources.get(it.id), _source_stamp(it.path)

@@ -3,12 +3,17 @@
 Legend: B batch, T steps (this call), P steps already in the cache, D width, H heads, E head size,
 L text positions (cross-attention keys).
 
-The block is GPT-2's (pre-norm LayerNorm, fused qkv projection, tanh-GELU MLP of width 4D, biases),
-so that weights can be copied to and from transformers' GPT2LMHeadModel and give the same logits
-(tests/test_models.py checks it).
+The block is GPT-2's by default (pre-norm LayerNorm, fused qkv projection, tanh-GELU MLP of width 4D,
+biases, learned positions), so that weights can be copied to and from transformers' GPT2LMHeadModel and
+give the same logits (tests/test_models.py checks it). Switches give MusicGen's decoder with the same
+modules: `bias=False` (bias-free attention and MLP projections; LayerNorms keep theirs), `activation`
+("gelu" = exact erf GELU), `d_ff` (the MLP width) and `positions="sinusoidal"` (MusicGen's fixed table:
+cos of every frequency, then sin; halm.interop checks the logits against transformers' MusicGen).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -52,13 +57,27 @@ class HybridCache:
             self.mel.reset()
 
 
+ACTIVATIONS = {"gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu, "relu": F.relu}
+POSITIONS = ("learned", "sinusoidal")
+
+
+def sinusoidal_table(n: int, d: int) -> torch.Tensor:
+    """(n, d) fixed positions: for frequencies f_i = 10000^(-i / (d/2 - 1)), [cos(p f_i) ... | sin(p f_i) ...]
+    (MusicGen's table, tensor2tensor's layout); an odd d gets a zero last column."""
+    half = d // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))  # (d/2,)
+    ang = torch.arange(n, dtype=torch.int64).float()[:, None] * freq[None]  # (n, d/2)
+    table = torch.cat([torch.cos(ang), torch.sin(ang)], dim=1)
+    return torch.cat([table, torch.zeros(n, 1)], dim=1) if d % 2 else table
+
+
 class SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         assert d_model % n_head == 0, f"d_model {d_model} not divisible by n_head {n_head}"
         self.n_head, self.head_size = n_head, d_model // n_head
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
@@ -91,12 +110,12 @@ class CrossAttention(nn.Module):
     With a cache, the text keys/values are computed on the first call and reused for every later step.
     """
 
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         self.n_head, self.head_size = n_head, d_model // n_head
-        self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.q = nn.Linear(d_model, d_model, bias=bias)
+        self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, cache: KVCache | None = None,
@@ -119,29 +138,32 @@ class CrossAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, dropout: float = 0.0, d_ff: int = 0, activation: str = "gelu_tanh",
+                 bias: bool = True):
         super().__init__()
-        self.fc = nn.Linear(d_model, 4 * d_model)
-        self.proj = nn.Linear(4 * d_model, d_model)
+        self.fc = nn.Linear(d_model, d_ff or 4 * d_model, bias=bias)
+        self.proj = nn.Linear(d_ff or 4 * d_model, d_model, bias=bias)
+        self.act = ACTIVATIONS[activation]
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        y = self.proj(self.act(self.fc(x)))
         return F.dropout(y, self.dropout, True) if self.dropout and self.training else y
 
 
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(ln(x)), [x + cross(ln(x), text)], then x + mlp(ln(x))."""
 
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, cross: bool = False, bias: bool = True,
+                 d_ff: int = 0, activation: str = "gelu_tanh"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_head, dropout)
+        self.attn = SelfAttention(d_model, n_head, dropout, bias)
         if cross:
             self.ln_cross = nn.LayerNorm(d_model)
-            self.cross = CrossAttention(d_model, n_head, dropout)
+            self.cross = CrossAttention(d_model, n_head, dropout, bias)
         self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, dropout)
+        self.mlp = MLP(d_model, dropout, d_ff, activation, bias)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
                 ctx: torch.Tensor | None = None, ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -152,19 +174,31 @@ class Block(nn.Module):
 
 
 class CausalStack(nn.Module):
-    """Learned positions + a stack of blocks + final LayerNorm. Input (B, T, D) -> (B, T, D).
+    """Positions (learned `wpe`, or a fixed sinusoidal table) + a stack of blocks + final LayerNorm.
+    Input (B, T, D) -> (B, T, D).
 
     With a cache, the positions continue from `cache.pos`, and the cache advances by T at the end.
     """
 
     def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float = 0.0,
-                 cross: bool = False):
+                 cross: bool = False, positions: str = "learned", bias: bool = True, d_ff: int = 0,
+                 activation: str = "gelu_tanh"):
         super().__init__()
+        if positions not in POSITIONS or activation not in ACTIVATIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, activation one of {tuple(ACTIVATIONS)}")
         self.d_model, self.n_layer, self.n_head, self.context, self.cross = d_model, n_layer, n_head, context, cross
-        self.wpe = nn.Embedding(context, d_model)
+        if positions == "learned":
+            self.wpe = nn.Embedding(context, d_model)
+        else:  # not a parameter and not saved: the table is a function of (context, d_model)
+            self.register_buffer("pos_table", sinusoidal_table(context, d_model), persistent=False)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, cross) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, cross, bias, d_ff, activation)
+                                    for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
+
+    def position(self, pos: torch.Tensor | int) -> torch.Tensor:
+        """Position vectors (..., D) of absolute step indices."""
+        return self.wpe(pos) if hasattr(self, "wpe") else self.pos_table[pos]
 
     def new_cache(self, batch: int, max_steps: int | None = None, device=None, dtype=torch.float32) -> KVCache:
         return KVCache(self.n_layer, batch, self.n_head, max_steps or self.context, self.d_model // self.n_head,
@@ -180,7 +214,7 @@ class CausalStack(nn.Module):
         if cache is not None and T == 1 and not self.training and not self.cross:
             return self.step(x[:, 0], cache)[:, None]
         pos = torch.arange(start, start + T, device=x.device)
-        x = self.drop(x + self.wpe(pos))  # (B, T, D)
+        x = self.drop(x + self.position(pos))  # (B, T, D)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i, ctx, ctx_mask)
         if cache is not None:
@@ -202,7 +236,7 @@ class CausalStack(nn.Module):
             raise ValueError(f"KV cache holds {cache.max_steps} steps; cannot add 1 to {P}")
         if P + 1 > self.context:
             raise ValueError(f"{P + 1} steps exceed the model's context of {self.context}")
-        x = x + self.wpe.weight[P]  # (B, D)
+        x = x + (self.wpe.weight[P] if hasattr(self, "wpe") else self.pos_table[P])  # (B, D)
         for i, b in enumerate(self.blocks):
             qkv = linear(F.layer_norm(x, (D,), b.ln_1.weight, b.ln_1.bias), b.attn.qkv)  # (B, 3D)
             qkv = qkv.view(B, 3, H, 1, D // H).transpose(0, 1)  # (3, B, H, 1, E)
@@ -210,7 +244,7 @@ class CausalStack(nn.Module):
             kv[:, :, :, P:P + 1] = qkv[1:]
             y = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, : P + 1], kv[1, :, :, : P + 1])  # (B, H, 1, E)
             x = x + linear(y.view(B, D), b.attn.proj)
-            h = F.gelu(linear(F.layer_norm(x, (D,), b.ln_2.weight, b.ln_2.bias), b.mlp.fc), approximate="tanh")
+            h = b.mlp.act(linear(F.layer_norm(x, (D,), b.ln_2.weight, b.ln_2.bias), b.mlp.fc))
             x = x + linear(h, b.mlp.proj)  # (B, D)
         cache.pos += 1
         return F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias)

@@ -32,6 +32,9 @@ pattern, codebook k >= 1 of frame t is predicted at step t+k, having seen codebo
 the fine codes of a frame see its own coarse code and k-1 frames of lookahead. With
 `text_encoder="none"` there is no caption: every row gets the null condition (an unconditional LM).
 
+MusicGen's decoder is this family with `positions="sinusoidal"`, `bias=False`, `activation="gelu"` and its
+`d_ff` (halm.interop imports and exports transformers' MusicgenForConditionalGeneration).
+
 `mel=True` adds the Whisper-GPT causal mel path (hybrid + text + RR; the same mel path and fusion as
 whisper_gpt, halm.models.layers.mel_path_features, with its identity fusion init and the mel_zero
 ablation): at step s the LM also sees the mel slice of frame patterns.mel_frame_of_step(s), the last
@@ -50,7 +53,15 @@ import torch.nn.functional as F
 
 from halm.errors import UserError
 from halm.models import patterns
-from halm.models.layers import CausalStack, HybridCache, identity_fusion_, init_weights, mel_path_features
+from halm.models.layers import (
+    ACTIVATIONS,
+    POSITIONS,
+    CausalStack,
+    HybridCache,
+    identity_fusion_,
+    init_weights,
+    mel_path_features,
+)
 
 
 @dataclass
@@ -62,6 +73,10 @@ class T2AConfig:
     n_head: int = 4
     d_model: int = 192
     dropout: float = 0.0
+    positions: str = "learned"  # learned | sinusoidal (MusicGen's fixed table)
+    bias: bool = True  # biases of the attention and MLP projections (MusicGen: none)
+    d_ff: int = 0  # MLP width (0 = 4 * d_model)
+    activation: str = "gelu_tanh"  # gelu_tanh (GPT-2) | gelu (exact; MusicGen) | relu
     pattern: str = "delay"  # parallel | delay | flatten
     text_encoder: str = "minilm"  # minilm | t5:DIR | hf:DIR | none (halm.models.text; none: no caption)
     text_dim: int = 384  # the encoder's width (MiniLM 384, t5-base 768)
@@ -84,6 +99,9 @@ class T2AConfig:
 
     def __post_init__(self):
         checks = [(self.pattern in patterns.PATTERNS, f"pattern must be one of {patterns.PATTERNS}"),
+                  (self.positions in POSITIONS, f"positions must be one of {POSITIONS}"),
+                  (self.activation in ACTIVATIONS, f"activation must be one of {tuple(ACTIVATIONS)}"),
+                  (self.d_ff >= 0, "d_ff must be >= 0 (0 = 4 * d_model)"),
                   (self.cfg_mode in ("batch", "sample"), "cfg_mode must be 'batch' or 'sample'"),
                   (self.fuse_init in ("identity", "random"), "fuse_init must be 'identity' or 'random'"),
                   (self.rr_pool in ("max", "mean"), "rr_pool must be 'max' or 'mean'"),
@@ -171,7 +189,8 @@ class T2A(nn.Module):
             self.mel_in = nn.Linear(cfg.frames_per_token * cfg.n_mels, cfg.mel_d)
             self.mel_path = CausalStack(cfg.mel_d, cfg.mel_layers, cfg.mel_heads, cfg.context, cfg.dropout)
             self.fuse = nn.Linear(cfg.d_model + cfg.mel_d, cfg.d_model)
-        self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout, cross=True)
+        self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout, cross=True,
+                                 positions=cfg.positions, bias=cfg.bias, d_ff=cfg.d_ff, activation=cfg.activation)
         self.heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) for _ in range(cfg.n_q))
         init_weights(self, cfg.n_layer)
         if cfg.mel and cfg.fuse_init == "identity":
