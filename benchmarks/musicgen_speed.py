@@ -27,7 +27,13 @@ import torch.nn.functional as F
 
 def build_pair(layers: int, width: int, heads: int, codebooks: int, vocab: int, context: int, seed: int = 0):
     """(transformers MusicgenForConditionalGeneration, halm T2A with its weights)."""
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     from halm.interop import state_from_musicgen, t2a_config_of_musicgen
     from halm.models import build_model
