@@ -77,10 +77,16 @@ class TrainConfig:
     ckpt_every: int = 200
     seed: int = 0
     threads: int = 0  # torch CPU threads per process (0 = torch's default)
+    # Under torchrun: shard parameters, gradients and optimizer state across the processes (PyTorch's FSDP2
+    # `fully_shard`, one unit per transformer block + the rest) instead of DDP's full copy per process
+    fsdp: bool = False
+    checkpoint_activations: bool = False  # recompute each block's activations in the backward (less memory)
 
     def __post_init__(self):
         if self.amp not in ("auto", "bf16", "none"):
             raise UserError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        if self.fsdp and self.ema_decay > 0:
+            raise UserError("ema_decay with fsdp=true is not supported (the EMA copy would not be sharded)")
         if self.batch_size < 1 or self.accum < 1 or self.steps < 0:
             raise UserError("batch_size and accum must be >= 1 and steps >= 0")
 
@@ -247,16 +253,58 @@ def _state_dict_for_saving(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(run: Path, model, ema, optimizer, state: dict):
+def save_checkpoint(run: Path, weights: dict, ema: dict | None, optimizer: dict, state: dict):
+    """Write RUN/checkpoint atomically: the model's (and EMA's) weights, the optimizer state and the loop state."""
     from halm.checkpoint import save_weights
 
     def write(folder: Path):
-        save_weights(_state_dict_for_saving(model), str(folder / "model.safetensors"))
+        save_weights(weights, str(folder / "model.safetensors"))
         if ema is not None:
-            save_weights(_state_dict_for_saving(ema), str(folder / "ema.safetensors"))
-        torch.save({**state, "optimizer": optimizer.state_dict()}, folder / "state.pt")
+            save_weights(ema, str(folder / "ema.safetensors"))
+        torch.save({**state, "optimizer": optimizer}, folder / "state.pt")
 
     write_checkpoint_dir(run / "checkpoint", write)
+
+
+# ---- FSDP: the model sharded across processes -------------------------------------------------------
+_FULL = None  # StateDictOptions(full_state_dict=True, cpu_offload=True), made on first use
+
+
+def _full_options():
+    global _FULL
+    if _FULL is None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return _FULL
+
+
+def shard_model(core: nn.Module) -> nn.Module:
+    """fully_shard every transformer block (the decoder's and a mel path's), then the root (embeddings, heads, text
+    projection, ...). The root's forward is the loss, so every parameter is gathered where it is used."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from halm.models.layers import Block
+
+    mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
+    for m in core.modules():
+        if isinstance(m, Block):
+            fully_shard(m, mesh=mesh)
+    return fully_shard(core, mesh=mesh)
+
+
+def training_snapshot(core: nn.Module, model: nn.Module, ema, optimizer, fsdp: bool) -> tuple[dict, dict | None, dict]:
+    """(weights, EMA weights, optimizer state) to save. With FSDP a collective (every rank calls it; rank 0 gets the
+    full tensors, on the CPU); else the process's own copies."""
+    if not fsdp:
+        return _state_dict_for_saving(model), (_state_dict_for_saving(ema) if ema is not None else None), \
+            optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    full = get_model_state_dict(core, options=_full_options())
+    weights = {k.removeprefix("model."): v.contiguous() for k, v in full.items()}
+    return weights, None, get_optimizer_state_dict(core, optimizer, options=_full_options())
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -388,8 +436,12 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
 
         model.load_state_dict(load_weights(init_dir / "model.safetensors", f"restore {init_from}", device=str(device)))
     ema = copy.deepcopy(model).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
-                                  fused=device.type == "cuda")
+    if tcfg.checkpoint_activations:
+        from halm.models.layers import CausalStack
+
+        for m in model.modules():
+            if isinstance(m, CausalStack):
+                m.checkpoint_blocks = True
     captions = None
     if family == "t2a":
         from halm.models.text import caption_batches, load_text_encoder
@@ -404,7 +456,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
     step, tokens_seen, elapsed_before = 0, 0, 0.0
 
-    ck = checkpoint_dir(run)
+    ck, st = checkpoint_dir(run), None
     if ck is not None:
         from halm.checkpoint import load_state, load_weights
 
@@ -413,7 +465,6 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         if ema is not None:
             ema.load_state_dict(load_weights(ck / "ema.safetensors", fix, device=str(device)))
         st = load_state(ck / "state.pt", fix, device)
-        optimizer.load_state_dict(st["optimizer"])
         step, tokens_seen, elapsed_before = st["step"], st["tokens"], st["elapsed"]
         if step > tcfg.steps:
             raise UserError(f"{run} is at step {step}; --steps {tcfg.steps} would end it before that (give --steps >= "
@@ -425,9 +476,21 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
 
     n_params = count_params(model)
     core = _LossModule(model)
-    if world > 1:
+    fsdp = tcfg.fsdp and world > 1
+    if fsdp:
+        core = shard_model(core)
+    elif world > 1:
         core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
                                                    find_unused_parameters=getattr(model, "some_params_unused", False))
+    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
+                                  fused=device.type == "cuda")  # after sharding: FSDP's parameters are the shards
+    if st is not None:
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(core, optimizer, st["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(st["optimizer"])
     use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     writer = None
@@ -455,15 +518,23 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
             return {}
         was_training = model.training
         net = ema if ema is not None else model
+        if fsdp:  # the root's shards gathered for the evaluation (the blocks gather their own in their forward)
+            core.unshard()
         if family == "t2a":
             r = evaluate_t2a(net, dev_ds, captions, max_tokens=tcfg.eval_tokens or None, uncond=True, progress=False)
         else:
             r = evaluate_lm(net, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False)
+        if fsdp:
+            core.reshard()
         model.train(was_training)
         out = {"val_nll": r["nll"], "val_acc": r["accuracy"], "val_ppl": r["ppl"]}
         if "nll_uncond" in r:
             out["val_nll_uncond"] = r["nll_uncond"]
         return out
+
+    def loop_state() -> dict:  # what a resume needs besides the weights and the optimizer
+        return {"step": step, "tokens": tokens_seen, "elapsed": elapsed_before + time.perf_counter() - t_start,
+                "sampler": sampler.state(), "torch_rng": torch.get_rng_state()}
 
     # RUN/best: a copy of the run (config.json + checkpoint/) at the step of the lowest dev NLL so far
     best_path = run / "best" / "best.json"
@@ -493,7 +564,9 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
             ids += batch["ids"]
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "ids"}
             sync = world == 1 or a == tcfg.accum - 1
-            with (contextlib.nullcontext() if sync else core.no_sync()), autocast:
+            if fsdp:
+                core.set_requires_gradient_sync(sync)
+            with (contextlib.nullcontext() if sync or fsdp else core.no_sync()), autocast:
                 loss, extra = core(batch)
             (loss / tcfg.accum).backward()
             step_loss += loss.detach() / tcfg.accum
@@ -511,6 +584,8 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
                                    f"items; " + (f"the last good checkpoint is in {run}/checkpoint" if checkpoint_dir(run)
                                                  else "no checkpoint was written yet"))
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -536,26 +611,25 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
                              **({"val": f"{last_val['val_nll']:.3f}"} if last_val else {}))
             window_t, window_tokens, sums, counts = now, 0, {}, {}
         if step % tcfg.eval_every == 0 or step == tcfg.steps:
-            if rank == 0:
+            if rank == 0 or fsdp:  # FSDP: every rank takes part (the same dev batches, the same numbers)
                 last_val = validate()
-                if last_val:
+                if last_val and rank == 0:
                     log({"step": step, "tokens": tokens_seen, **last_val})
                 if last_val and last_val["val_nll"] < best_nll:
                     best_nll = last_val["val_nll"]
-                    (run / "best").mkdir(exist_ok=True)
-                    atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
-                    save_checkpoint(run / "best", model, ema, optimizer,
-                                    {"step": step, "tokens": tokens_seen, "elapsed": elapsed_before + time.perf_counter()
-                                     - t_start, "sampler": sampler.state(), "torch_rng": torch.get_rng_state()})
-                    atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
+                    snapshot = training_snapshot(core, model, ema, optimizer, fsdp)
+                    if rank == 0:
+                        (run / "best").mkdir(exist_ok=True)
+                        atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
+                        save_checkpoint(run / "best", *snapshot, loop_state())
+                        atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
             if world > 1:
                 dist.barrier()
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
-            if rank == 0:
-                elapsed = elapsed_before + time.perf_counter() - t_start
-                save_checkpoint(run, model, ema, optimizer,
-                                {"step": step, "tokens": tokens_seen, "elapsed": elapsed,
-                                 "sampler": sampler.state(), "torch_rng": torch.get_rng_state()})
+            if rank == 0 or fsdp:
+                snapshot = training_snapshot(core, model, ema, optimizer, fsdp)
+                if rank == 0:
+                    save_checkpoint(run, *snapshot, loop_state())
             if world > 1:
                 dist.barrier()
         pbar.update(1)

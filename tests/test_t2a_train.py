@@ -134,9 +134,10 @@ def test_t2a_refuses_uncaptioned_items(t2a_data, minilm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg_mode", ["batch", "sample"])
-def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path, cfg_mode):
-    """torchrun, 2 gloo processes x 2 crops vs 1 process x 4, with CFG (and RR) on half of the steps.
+@pytest.mark.parametrize("cfg_mode,fsdp", [("batch", False), ("sample", False), ("batch", True)])
+def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path, cfg_mode, fsdp):
+    """torchrun, 2 gloo processes x 2 crops vs 1 process x 4, with CFG (and RR) on half of the steps; DDP, or FSDP
+    (whose validation at step 2 conditions on text outside the forward, with the root's shards gathered).
 
     With rr_gather the similarity matrices span the global batch, so the two runs optimise the same
     loss; crops of 61 frames are shorter than every clip, so the per-rank CE means average to the global one.
@@ -148,11 +149,12 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--preset", "tiny-t2a", "--data", str(t2a_data), "--steps", "4", "--json", "--set", "batch_size=4",
               "context=64", "cfg_dropout=0.5", "rr_gather=true", "eval_every=100", "log_every=1", "seed=1", "lr=3e-3",
-              "warmup_steps=1", "amp=none", f"cfg_mode={cfg_mode}"]  # fp32: bf16 autocast (on by default on AVX-512-BF16/AMX CPUs) rounds too coarsely to compare
+              "warmup_steps=1", "amp=none", f"cfg_mode={cfg_mode}", "eval_tokens=400"]  # fp32: bf16 autocast (on by default on AVX-512-BF16/AMX CPUs) rounds too coarsely to compare
     subprocess.run([sys.executable, "-m", "halm", "train", "--out", str(tmp_path / "one"), *common], check=True,
                    env=env, capture_output=True)
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-                        "-m", "halm", "train", "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
+                        "-m", "halm", "train", "--out", str(tmp_path / "two"), *common,
+                        *(["fsdp=true", "eval_every=2"] if fsdp else [])], env=env, capture_output=True,
                        text=True, timeout=300)  # a deadlocked collective fails the test instead of hanging it
     assert p.returncode == 0, p.stderr[-2000:]
 
@@ -160,6 +162,8 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
         return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
 
     one, two = train_lines(tmp_path / "one"), train_lines(tmp_path / "two")
+    if fsdp:
+        assert "val_nll" in (tmp_path / "two" / "metrics.jsonl").read_text()
     assert any("l_rr" in r for r in one)  # RR acted
     if cfg_mode == "batch":
         assert any("l_cond" in r for r in one)  # both kinds of step happened

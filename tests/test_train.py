@@ -108,6 +108,41 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
+def test_two_process_fsdp_matches_one_process_and_resumes(tmp_path, lm_data):
+    """torchrun, 2 gloo processes with FSDP (fully_shard per block; checkpoints gathered, dev NLL on both ranks,
+    activation checkpointing) vs one plain process, same global batch: weights equal to 1e-5 after 6 steps, and a
+    sharded run stopped at step 3 and resumed (the full optimizer state scattered back) lands on the same weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--preset", "tiny-whisper-gpt", "--data", str(lm_data), "--json", "--set", *FAST, "batch_size=8",
+              "eval_every=3", "ckpt_every=3"]
+    sharded = [*common, "fsdp=true", "checkpoint_activations=true"]
+    subprocess.run([sys.executable, "-m", "halm", "train", "--out", str(tmp_path / "one"), "--steps", "6", *common],
+                   check=True, env=env, capture_output=True)
+
+    def torchrun(out, steps):
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                            "29523", "-m", "halm", "train", "--out", str(out), "--steps", str(steps), *sharded], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    r = torchrun(tmp_path / "two", 6)
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)
+    one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines() if "val_nll" in x]
+    two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if "val_nll" in x]
+    assert [x["step"] for x in two] == [3, 6] and r["val_nll"] == pytest.approx(one[-1]["val_nll"], rel=1e-5)
+    torchrun(tmp_path / "resumed", 3)
+    torchrun(tmp_path / "resumed", 6)
+    assert_same_weights(weights(tmp_path / "two"), weights(tmp_path / "resumed"), atol=1e-6)
+
+
+def test_activation_checkpointing_gives_the_same_training(tmp_path, lm_data):
+    for name, extra in (("plain", []), ("recompute", ["checkpoint_activations=true"])):
+        train("tiny-whisper-gpt", str(lm_data), tmp_path / name, steps=3, overrides=[*FAST, *extra], progress=False)
+    assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "recompute"), atol=1e-6)
+
+
 def test_nan_loss_stops_with_the_step_and_the_items(tmp_path, lm_data):
     bad = tmp_path / "bad"
     shutil.copytree(lm_data, bad)

@@ -196,7 +196,8 @@ def register(sub) -> None:
                    help="override model fields (n_layer=6, context=256, mel_zero=true; t2a: rr_weight=3.0, rr_pool=max, "
                    "rr_on=cfg, cfg_dropout=0.1, cfg_mode=batch, pattern=delay, text_encoder=t5:DIR, text_dim=768, …) or "
                    "train fields (lr=3e-4, batch_size=32, accum=2, amp=none, ema_decay=0.999, warmup_steps=…, "
-                   "eval_every=…, ckpt_every=…, threads=…, seed=…)")
+                   "eval_every=…, ckpt_every=…, threads=…, seed=…; under torchrun fsdp=true shards the model, "
+                   "checkpoint_activations=true saves memory)")
     s.add_argument("--mel", action="store_true", help="t2a presets: add the Whisper-GPT causal mel path (= --set mel=true)")
     add_json(s)
     s.set_defaults(func=cmd_train)

@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 class KVCache:
@@ -195,6 +196,7 @@ class CausalStack(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, cross, bias, d_ff, activation)
                                     for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
+        self.checkpoint_blocks = False  # training: recompute each block's activations in the backward pass
 
     def position(self, pos: torch.Tensor | int) -> torch.Tensor:
         """Position vectors (..., D) of absolute step indices."""
@@ -215,8 +217,12 @@ class CausalStack(nn.Module):
             return self.step(x[:, 0], cache)[:, None]
         pos = torch.arange(start, start + T, device=x.device)
         x = self.drop(x + self.position(pos))  # (B, T, D)
+        recompute = self.checkpoint_blocks and self.training and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i, ctx, ctx_mask)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, None, i, ctx, ctx_mask, use_reentrant=False)
+            else:
+                x = block(x, cache, i, ctx, ctx_mask)
         if cache is not None:
             cache.pos += T
         return self.ln_f(x)
