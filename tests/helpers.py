@@ -6,23 +6,27 @@ import torch
 
 
 def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, hidden: int = 16,
-                 decoder_activation: str = "elu", harmonics: int = 0, **branch):
-    """A randomly initialised 24 kHz / hop 320 EncodecModel whose codebooks are spread out, so codes vary.
-    branch: further settings of the harmonic branch (harmonic_envelope=E, decoder_gate=g)."""
+                 decoder_activation: str = "elu", harmonics: int = 0, sample_rate: int = 24000, **branch):
+    """A randomly initialised EncodecModel (24 kHz / hop 320 by default; 32 kHz: hop 640, MusicGen's 50 Hz) whose
+    codebooks are spread out, so codes vary. branch: further settings of the harmonic branch (harmonic_envelope=E,
+    decoder_gate=g)."""
     from transformers import EncodecConfig
 
     from halm.audio.codec import build_encodec
 
     torch.manual_seed(seed)
     bits = codebook_size.bit_length() - 1
-    cfg = EncodecConfig(num_filters=4, upsampling_ratios=[8, 5, 4, 2], codebook_size=codebook_size, hidden_size=hidden,
+    ratios = [8, 5, 4, 2] if sample_rate == 24000 else [8, 5, 4, 4]
+    frame_rate = sample_rate / (8 * 5 * 4 * ratios[-1])
+    cfg = EncodecConfig(num_filters=4, upsampling_ratios=ratios, codebook_size=codebook_size, hidden_size=hidden,
                         codebook_dim=hidden, num_lstm_layers=1, use_causal_conv=True, audio_channels=1,
-                        target_bandwidths=[k * bits * 75 / 1000 for k in range(1, n_codebooks + 1)],
+                        sampling_rate=sample_rate,
+                        target_bandwidths=[k * bits * frame_rate / 1000 for k in range(1, n_codebooks + 1)],
                         decoder_activation=decoder_activation, harmonics=harmonics, **branch)
     model = build_encodec(cfg).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # random codebooks at the scale of the encoder's output: varied codes, no exact ties
-        scale = model.encoder(torch.randn(1, 1, 24000, generator=g) * 0.3).std()
+        scale = model.encoder(torch.randn(1, 1, sample_rate, generator=g) * 0.3).std()
         for layer in model.quantizer.layers:
             layer.codebook.embed.copy_(torch.randn(codebook_size, hidden, generator=g) * scale)
         for name, p in model.named_parameters():  # Snake's alpha starts at 1: spread it, so a lost alpha shows

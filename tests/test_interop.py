@@ -14,7 +14,7 @@ CAPTIONS = ["a slow piano piece in A minor", "a dog barks twice"]
 
 
 def tiny_musicgen_dir(path, text_width: int = 16, seed: int = 0):
-    """A tiny random MusicGen (T5 text encoder, 24 kHz EnCodec with 4 codebooks of 32, 2-layer decoder) in the
+    """A tiny random MusicGen (T5 text encoder, 32 kHz / 50 Hz EnCodec with 4 codebooks of 32, 2-layer decoder) in the
     layout `save_pretrained` + the processor's tokenizer give."""
     from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
     from transformers.utils import logging as hf_logging
@@ -24,7 +24,7 @@ def tiny_musicgen_dir(path, text_width: int = 16, seed: int = 0):
 
     hf_logging.set_verbosity_error()
     tok = load_text_encoder("minilm").tokenizer
-    codec = tiny_encodec(n_codebooks=4, codebook_size=32, seed=seed)
+    codec = tiny_encodec(n_codebooks=4, codebook_size=32, seed=seed, sample_rate=32000)
     torch.manual_seed(seed)
     t5 = T5Config(vocab_size=len(tok), d_model=text_width, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
     dec = MusicgenDecoderConfig(vocab_size=32, max_position_embeddings=160, num_hidden_layers=2, ffn_dim=48,
@@ -161,7 +161,7 @@ def test_imported_run_generates_audio_and_fine_tunes(imported, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     wav, sr = __import__("soundfile").read(out["samples"][0]["out"])
-    assert sr == out["sample_rate"] == 24000 and len(wav) >= 0.3 * sr and abs(wav).max() > 0
+    assert sr == out["sample_rate"] == 32000 and len(wav) >= 0.3 * sr and abs(wav).max() > 0
     synthesize("sfx", tmp_path / "sfx", 0.3, seed=5, progress=False)
     prepare(str(tmp_path / "sfx"), tmp_path / "data", PrepareConfig(codec=str(run / "codec"), shard_size=8,
                                                                     dev_share=0.2, test_share=0.1, require_text=True),
