@@ -134,6 +134,36 @@ def test_parallel_workers_give_the_same_dataset(tmp_path, corpus, codec_dir):
     assert digest(tmp_path / "one") == digest(tmp_path / "two")
 
 
+@pytest.mark.slow
+def test_torchrun_splits_the_shards_across_ranks_and_gives_the_same_dataset(tmp_path, corpus, codec_dir):
+    """torchrun, 2 gloo processes: shard k encoded by rank k mod 2, the index completed by rank 0 once both are
+    done; the dataset equals one process's. A rerun resumes (nothing new), and other settings are refused on
+    every rank (one clear line, no rank left waiting)."""
+    args = ["prepare", "--source", str(corpus), "--codec", str(codec_dir), "--shard-size", "2", "--device", "cpu",
+            "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "halm", *args, "--out", str(tmp_path / "one")], check=True, env=env,
+                   capture_output=True)
+
+    def torchrun(*extra):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                               "29531", "-m", "halm", *args, "--out", str(tmp_path / "two"), *extra], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = torchrun()
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 1 and lines[0]["realtime_factor"] is not None  # rank 0 reports for both
+    assert digest(tmp_path / "one") == digest(tmp_path / "two")
+    one, two = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("one", "two"))
+    assert two["complete"] and {k: v for k, v in one.items() if k != "created"} == {k: v for k, v in two.items()
+                                                                                      if k != "created"}
+    r = torchrun()
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["realtime_factor"] is None
+    r = torchrun("--n-mels", "64")
+    assert r.returncode != 0 and "other settings" in r.stderr
+
+
 def test_mel_source_codec_stores_the_closed_loop_mel(tmp_path, corpus, codec_dir):
     from halm.audio.codec_mel import ClosedLoopMel
 

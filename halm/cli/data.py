@@ -114,6 +114,8 @@ def cmd_prepare(args) -> int:
                         test_share=args.test_share, dev_share=args.dev_share, min_seconds=args.min_seconds,
                         require_text=args.require_text)
     r = prepare(args.source, args.out, cfg, workers=args.workers, progress=not args.json, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+        return 0
     if args.json:
         print(json.dumps(r))
         return 0

@@ -299,19 +299,63 @@ def prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None = Non
 
     device: where the codec encodes ("cpu", "cuda[:N]", "auto"). On a GPU one process encodes each shard
     as one batch (workers is then 1). The device is not a dataset setting: a dataset may be continued on
-    another device (GPU and CPU kernels can round differently, so a rare code may differ)."""
+    another device (GPU and CPU kernels can round differently, so a rare code may differ).
+
+    Under torchrun (`torchrun --nproc_per_node N [--nnodes M ...] -m halm prepare ...`) the shards are split
+    across the processes (shard k goes to rank k mod N; each rank encodes on its own GPU, cuda:LOCAL_RANK,
+    when the device is auto or cuda), rank 0 holds the lock, checks and writes the index, and the index is
+    completed once every rank is done. The dataset is the one a single process makes; a rerun resumes."""
     from halm.checkpoint import FolderLock
     from halm.config import resolve_device
 
+    rank, world = _dist_init()
     device = resolve_device(device)
     if device.type == "cuda":
         workers = 1
-    with FolderLock(out):
-        return _prepare(source, out, cfg, workers, progress, device)
+        if world > 1 and device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    lock = FolderLock(out)
+    _on_rank0(lambda: lock.acquire() and None, world)
+    try:
+        return _prepare(source, out, cfg, workers, progress and rank == 0, device, rank, world)
+    finally:
+        if rank == 0:
+            lock.release()
+
+
+def _dist_init() -> tuple[int, int]:
+    """(rank, world size): torchrun's environment, with a gloo group for the few collectives prepare needs."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _on_rank0(fn, world: int):
+    """fn() on rank 0 only; its result, or the user error it raised, reaches every rank (so no rank waits forever
+    at the next collective for a rank that stopped)."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if world > 1 else 0
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except (UserError, FileNotFoundError) as e:
+            error = e
+    if world > 1:
+        box = [(result, error)]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, workers: int, progress: bool,
-             device) -> dict:
+             device, rank: int = 0, world: int = 1) -> dict:
     from halm.data.sources import open_source
 
     cfg = cfg or PrepareConfig()
@@ -324,26 +368,31 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
                         frames_per_token=cfg.frames_per_token, n_mels=cfg.n_mels)
     expected = _expected_index(cfg, codec, mel_cfg, source, items)
     index_path = out / "index.json"
-    if index_path.exists():
-        old = json.loads(index_path.read_text())
-        diff = [k for k in _CHECKED if old.get(k) != expected.get(k)]
-        if diff:
-            raise DatasetMismatch(
-                f"{out} was prepared with other settings ({', '.join(diff)} differ); it refuses to mix features. "
-                f"Use another --out, or the same codec / mel settings / source.")
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    index_path.write_text(json.dumps({**expected, "complete": False}, indent=2) + "\n")
-
     _ensure_splits(items, cfg)
     shards = [items[i: i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
-    reencoded = []
-    for k, s_items in enumerate(shards):  # a finished shard that is damaged, or whose sources changed, is redone
-        d = out / "shards" / f"shard_{k:05d}"
-        if d.is_dir() and (why := shard_problem(d, s_items)):
-            reencoded.append({"shard": k, "reason": why})
-            print(f"halm prepare: {d}: {why}; encoding it again", file=sys.stderr)
-            shutil.rmtree(d)
-    todo = [(k, s, str(out)) for k, s in enumerate(shards) if not (out / "shards" / f"shard_{k:05d}").is_dir()]
+
+    def check_and_start() -> list[dict]:  # rank 0: the settings check, the index, damaged shards removed
+        if index_path.exists():
+            old = json.loads(index_path.read_text())
+            diff = [k for k in _CHECKED if old.get(k) != expected.get(k)]
+            if diff:
+                raise DatasetMismatch(
+                    f"{out} was prepared with other settings ({', '.join(diff)} differ); it refuses to mix features. "
+                    f"Use another --out, or the same codec / mel settings / source.")
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        index_path.write_text(json.dumps({**expected, "complete": False}, indent=2) + "\n")
+        redo = []
+        for k, s_items in enumerate(shards):  # a finished shard that is damaged, or whose sources changed, is redone
+            d = out / "shards" / f"shard_{k:05d}"
+            if d.is_dir() and (why := shard_problem(d, s_items)):
+                redo.append({"shard": k, "reason": why})
+                print(f"halm prepare: {d}: {why}; encoding it again", file=sys.stderr)
+                shutil.rmtree(d)
+        return redo
+
+    reencoded = _on_rank0(check_and_start, world)
+    todo = [(k, s, str(out)) for k, s in enumerate(shards)
+            if k % world == rank and not (out / "shards" / f"shard_{k:05d}").is_dir()]
     total_s = sum(r["seconds"] for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir()
                   for r in _jsonl(out / "shards" / f"shard_{k:05d}" / "items.jsonl"))
     done_clips = sum(len(shards[k]) for k in range(len(shards)) if (out / "shards" / f"shard_{k:05d}").is_dir())
@@ -372,9 +421,22 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
             new_s += seconds
         _WORKER.pop("on_clips")
     bar.close()
-    elapsed = time.perf_counter() - t0
+    if world > 1:  # every rank's shards are written before rank 0 reads them
+        import torch.distributed as dist
 
-    # summary: splits, skip report
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, (new_s, len(todo)))
+        new_s, n_todo = sum(r[0] for r in per_rank), sum(r[1] for r in per_rank)
+    else:
+        n_todo = len(todo)
+    elapsed = time.perf_counter() - t0
+    return _on_rank0(lambda: _finish(out, index_path, expected, items, shards, reencoded, new_s, n_todo, elapsed,
+                                     total_s), world)
+
+
+def _finish(out: Path, index_path: Path, expected: dict, items, shards, reencoded, new_s: float, n_todo: int,
+            elapsed: float, total_s: float) -> dict:
+    """The summary of a finished dataset (splits, skip report) and its completed index."""
     splits: dict[str, dict] = {}
     skipped = []
     for k in range(len(shards)):
@@ -399,5 +461,5 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     return {"out": str(out), "items": sum(s["items"] for s in splits.values()), "skipped": len(skipped),
             "without_text": without_text, "reencoded": reencoded,
             "splits": splits, "new_seconds": round(new_s, 2), "elapsed_s": round(elapsed, 2),
-            "realtime_factor": round(new_s / elapsed, 1) if todo and elapsed > 0 else None,
+            "realtime_factor": round(new_s / elapsed, 1) if n_todo and elapsed > 0 else None,
             "previously_done_seconds": round(total_s, 2)}
