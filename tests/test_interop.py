@@ -166,6 +166,12 @@ def test_imported_run_generates_audio_and_fine_tunes(imported, tmp_path):
     prepare(str(tmp_path / "sfx"), tmp_path / "data", PrepareConfig(codec=str(run / "codec"), shard_size=8,
                                                                     dev_share=0.2, test_share=0.1, require_text=True),
             progress=False)
+    for cmd in (["eval", "--run", str(run), "--data", str(tmp_path / "data")],
+                ["eval-t2a", "--run", str(run), "--captions", str(tmp_path / "sfx"), "--n", "2", "--seconds", "1",
+                 "--out", str(tmp_path / "ev")]):
+        r = subprocess.run([sys.executable, "-m", "halm", *cmd, "--json"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert json.loads(r.stdout.strip().splitlines()[-1])["run"] == str(run)
     from halm.train import train
 
     with pytest.raises(UserError, match="no --preset"):
