@@ -1,4 +1,4 @@
-"""Analysis (not a test): what a codec's harmonic branch (`halm.audio.harmonic.HarmonicBranch`) contributes.
+"""Analysis (not a test): what a codec's harmonic branch (`halm.codec.harmonic.HarmonicBranch`) contributes.
 
     python benchmarks/codec_branch_share.py --codec RUN/codec [--data /work/data/heldout_speech] [--max-items 4] [--json] [--plot P.png]
 
@@ -18,11 +18,11 @@ import json
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec
-from halm.audio.codec_eval import _median_f0
-from halm.audio.harmonic import decode_latent, lstm_end
 from halm.audio.io import load_audio
-from halm.data.sources import open_source
+from halm.audio.sources import open_source
+from halm.codec.eval import _median_f0
+from halm.codec.harmonic import decode_latent, lstm_end
+from halm.codec.model import Codec
 from halm.metrics.pitch import yin_f0
 
 
@@ -33,7 +33,7 @@ def plot_parts(wav: np.ndarray, dec: np.ndarray, harm: np.ndarray, sample_rate: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from halm.audio.codec_eval import log_mel
+    from halm.codec.eval import log_mel
 
     panels = {"original": wav, "decoding": dec + harm, "branch alone": harm, "decoder's share alone": dec}
     mels = {k: log_mel(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)), sample_rate, floor=-7.0).numpy()
@@ -68,8 +68,10 @@ def clip_scores(codec: Codec, wav: np.ndarray) -> tuple[dict, np.ndarray, np.nda
     frame = np.clip(((np.arange(len(f0)) * 0.01 + 0.02) * codec.frame_rate).astype(int), 0, q.shape[-1] - 1)
     voiced, pred, g = f0 > 0, f0_pred[0].numpy()[frame], gate[0].numpy()[frame]
     scores = {"branch_rms_share": round(float(harm.std() / full.std()), 3),
-              "f0_median_hz": {"original": _median_f0(f0), "branch": _median_f0(yin_f0(harm, sr)), "decoding": _median_f0(yin_f0(full, sr))},
-              "head_gross_pitch_error": round(float(np.mean(np.abs(np.log(pred[voiced] / f0[voiced])) > np.log(1.2))), 3) if voiced.any() else None,
+              "f0_median_hz": {"original": _median_f0(f0), "branch": _median_f0(yin_f0(harm, sr)),
+                               "decoding": _median_f0(yin_f0(full, sr))},
+              "head_gross_pitch_error": round(float(np.mean(np.abs(np.log(pred[voiced] / f0[voiced])) > np.log(1.2))), 3)
+              if voiced.any() else None,
               "gate_mean": {"voiced": round(float(g[voiced].mean()), 3) if voiced.any() else None,
                             "unvoiced": round(float(g[~voiced].mean()), 3) if (~voiced).any() else None}}
     return scores, dec, harm

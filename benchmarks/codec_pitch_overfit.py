@@ -7,8 +7,8 @@ The codec (halm-small's architecture: `CodecTrainConfig()`, or the codec folder 
 trained as a plain autoencoder (quantizer bypassed, so only the encoder and decoder matter) on the first
 `--seconds` of one clip (or of several, as one batch: then the decoder must render each voice's pitch
 from what the latent says, not from one memorised waveform), with `halm codec train`'s losses
-(multi-scale mel + 0.1 x waveform L1 + `--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest task a decoder
-can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
+(multi-scale mel + 0.1 x waveform L1 + `--stft-weight` x the linear-frequency STFT loss). Fitting a single clip is the easiest
+task a decoder can get: the encoder may put anything it wants into the latent. Every `--every` steps the script
 prints the reconstruction's median F0 (YIN; `median_f0`, one per clip) against the clip's, its gross pitch
 error (voiced frames of both whose F0 is > 20% off, pooled over the clips), its autocorrelation at one
 codec frame (320 samples; mean over the clips; a decoder that repeats one waveform per frame scores ~1
@@ -32,11 +32,11 @@ import time
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec, Snake, build_encodec, snake_decoder
-from halm.audio.codec_eval import _median_f0, frame_locked_share, lag_autocorr
-from halm.audio.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
-from halm.audio.codec_train import CodecTrainConfig, data_dependent_init
 from halm.audio.io import load_audio
+from halm.codec.eval import _median_f0, frame_locked_share, lag_autocorr
+from halm.codec.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
+from halm.codec.model import Codec, Snake, build_encodec, snake_decoder
+from halm.codec.train import CodecTrainConfig, data_dependent_init
 from halm.metrics.pitch import yin_f0
 
 SR = 24000
@@ -114,7 +114,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=100, help="score the reconstruction every N steps (default 100)")
     p.add_argument("--stft-weight", type=float, default=1.0, help="weight of the linear STFT loss (default 1; 0: off)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--lr", type=float, default=CodecTrainConfig.lr, help=f"Adam learning rate (default {CodecTrainConfig.lr}, as codec train)")
+    p.add_argument("--lr", type=float, default=CodecTrainConfig.lr,
+                   help=f"Adam learning rate (default {CodecTrainConfig.lr}, as codec train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     a = p.parse_args()

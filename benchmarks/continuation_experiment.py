@@ -68,10 +68,9 @@ def judge_speech(judge, wavs: list[np.ndarray], sr: int) -> dict[str, list[str]]
 
 
 def run(args) -> dict:
-    import torch
 
     from halm.audio import save_audio
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import DISPLAY_HOP, display_mel
     from halm.generate import generate_continuation
     from halm.judge import attributes_of, judge_hash, load_judge
     from halm.plots import plot_continuation_grid
@@ -88,7 +87,7 @@ def run(args) -> dict:
     judged_prompts = judge_speech(judge, [it["wav"][0] for it in items], items[0]["sr"]) if heads else {}
     truth = [attributes_of(it["attributes"]) for it in items]
     # the spectrogram grid: the real prompt, then each model's prompt + continuation (first 4 prompts)
-    grid = [[(f"real prompt {it['id']}", log_mel(torch.from_numpy(it["wav"][0]), it["sr"]).T.numpy())] for it in items[:4]]
+    grid = [[(f"real prompt {it['id']}", display_mel(it["wav"][0], it["sr"])[0])] for it in items[:4]]
     rows = []
     for spec in args.runs:
         name, _, path = spec.partition("=")
@@ -102,7 +101,7 @@ def run(args) -> dict:
             save_audio(Path(args.out) / name / f"{i:03d}.wav", r["audio"], sr_out)
             gens.append(r["audio"][len(r["audio"]) - int(round(r["seconds_generated"] * sr_out)):])  # the generated part
             if i < 4:
-                grid[i].append((f"{name}: prompt + continuation", log_mel(torch.from_numpy(r["audio"]), sr_out).T.numpy()))
+                grid[i].append((f"{name}: prompt + continuation", display_mel(r["audio"], sr_out)[0]))
         stats = [median_f0(g, sr_out) for g in gens]
         ratios = np.array([c[0] / p[0] for c, p in zip(stats, prompt_stats)])  # nan where either is unvoiced
         ok = np.isfinite(ratios)
@@ -121,7 +120,7 @@ def run(args) -> dict:
             row["judge_true_accent"] = float(np.mean([j == t.get("accent") for j, t in zip(judged["accent"], truth)]))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    png = plot_continuation_grid(grid, sr_out / 256, args.prompt_seconds, Path(args.out) / "continuations.png")
+    png = plot_continuation_grid(grid, sr_out / DISPLAY_HOP, args.prompt_seconds, Path(args.out) / "continuations.png")
     result = {"data": str(args.data), "fine": str(args.fine) if args.fine else None, "judge_sha256": judge_hash(args.judge),
               "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}

@@ -100,8 +100,8 @@ def main():
     if args.micro:
         return micro()
     from halm.audio import MelConfig
-    from halm.audio.codec import Codec
-    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.codec.closed_loop import ClosedLoopMel
+    from halm.codec.model import Codec
     from halm.models import build_model, preset_config
 
     torch.manual_seed(0)

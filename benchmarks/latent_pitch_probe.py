@@ -27,9 +27,9 @@ import platform
 import numpy as np
 import torch
 
-from halm.audio.codec import Codec
 from halm.audio.io import load_audio
 from halm.audio.mel import MelConfig, causal_log_mel
+from halm.codec.model import Codec
 from halm.metrics.pitch import yin_f0
 
 SR = 24000

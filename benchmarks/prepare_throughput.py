@@ -33,11 +33,11 @@ def profile(codec_spec: str) -> None:
 
     from torch.profiler import profile as torch_profile
 
-    from halm.audio.codec import Codec
     from halm.audio.io import load_audio
+    from halm.codec.model import Codec
 
     print(f"CPU: {cpu_description()}, {os.cpu_count()} cores")
-    t = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); from halm.audio.codec import Codec; "
+    t = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); from halm.codec.model import Codec; "
                         f"Codec.load({codec_spec!r}); print(time.perf_counter() - t)"], capture_output=True, text=True, check=True)
     print(f"a fresh process importing halm and loading the codec: {float(t.stdout.split()[-1]):.1f} s")
     codec = Codec.load(codec_spec)

@@ -101,7 +101,8 @@ def table(results: dict, name: str, root: Path | None = None) -> str:
         paired = [r["nll"] - base[r["seed"]] for r in rows if r["seed"] in base]
         delta = "—" if s == "none" or not paired else ms(paired, "+.4f")
         lrr = ms([train_l_rr(root / s / f"seed{r['seed']}") for r in rows], ".4f") if root else "—"
-        lines.append(f"| {LABELS[s]} | {ms([r['nll'] for r in rows], '.3f')} | {delta} | {ms([r['nll_uncond'] for r in rows], '.3f')} | {lrr} | "
+        lines.append(f"| {LABELS[s]} | {ms([r['nll'] for r in rows], '.3f')} | {delta} | "
+                     f"{ms([r['nll_uncond'] for r in rows], '.3f')} | {lrr} | "
                      f"{ms([r['fad'] for r in rows], '.3f')} | {ms([r['kl'] for r in rows], '.3f')} | "
                      f"{ms([r['clap'] for r in rows], '.3f')} | {ctl} | {len(rows)} |")
     if by:

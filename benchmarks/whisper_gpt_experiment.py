@@ -84,7 +84,7 @@ def split_minutes(data: str | os.PathLike) -> dict:
 
 def codec_sha256(data: str | os.PathLike) -> str:
     """sha256 of the model.safetensors of the codec a dataset was prepared with (the shipped one by name)."""
-    from halm.audio.codec import ASSETS, SHIPPED
+    from halm.codec.model import ASSETS, SHIPPED
 
     name = json.loads((Path(data) / "index.json").read_text())["codec"]["name"]
     folder = ASSETS / SHIPPED[name] if name in SHIPPED else Path(name)
@@ -165,9 +165,9 @@ def train_all(args) -> dict:
                 results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, " \
                                      f"torch threads {args.threads}, amp {args.amp}"
 
-            results = _update(results_path, add)
+            _update(results_path, add)
             print(json.dumps({k: v for k, v in row.items() if k != "dev_curve"}), flush=True)
-    return results
+    return json.loads(results_path.read_text())  # every row so far (a rerun with all runs done trains nothing)
 
 
 def _ms(values, fmt: str, scale: float = 1.0) -> str:

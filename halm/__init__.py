@@ -15,6 +15,7 @@ def load(run_dir, weights: str = "auto", device="cpu"):
     t2a: `model.generate(text=["a bell rings twice"], seconds=4, cfg=3, seed=0)` -> audio (B, N) at the
     codec's rate (`model.run_config["data"]["codec"]`). A shipped run loads by name: `halm.load("halm-sfx-small")`.
     """
+    from halm.generate import bind_generate
     from halm.runs import load_run
 
-    return load_run(run_dir, weights=weights, device=device)[0]
+    return bind_generate(load_run(run_dir, weights=weights, device=device)[0])

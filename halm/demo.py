@@ -70,8 +70,8 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
     import torch
 
     from halm.audio import save_audio
-    from halm.audio.codec import Codec
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import display_mel
+    from halm.codec.model import Codec
     from halm.data import open_dataset
     from halm.data.prepare import PrepareConfig, prepare
     from halm.plots import plot_spectrogram_pairs
@@ -88,10 +88,10 @@ def _tokenize_speech(out_dir: Path, codec_spec: str, progress: bool) -> dict:
         decoded[name] = y
         save_audio(out_dir / "codec" / f"{item.id}.{name}_{k}cb.wav", y.numpy(), sr)
     save_audio(out_dir / "codec" / f"{item.id}.original.wav", wav, sr)
-    x = torch.from_numpy(wav[0])
+    real, fps = display_mel(wav[0], sr)
     fig = plot_spectrogram_pairs(
-        [(f"{item.id}: all {codec.n_codebooks} codebooks", log_mel(x, sr).T.numpy(), log_mel(decoded["full"], sr).T.numpy(), sr / 256),
-         (f"{item.id}: coarse codebook only", log_mel(x, sr).T.numpy(), log_mel(decoded["coarse"], sr).T.numpy(), sr / 256)],
+        [(f"{item.id}: all {codec.n_codebooks} codebooks", real, display_mel(decoded["full"], sr)[0], fps),
+         (f"{item.id}: coarse codebook only", real, display_mel(decoded["coarse"], sr)[0], fps)],
         out_dir / "codec.png", ("original", "decoded"))
     return {"codec": codec.name, "items": r["items"], "prepare_realtime_factor": r["realtime_factor"],
             "n_codebooks": codec.n_codebooks, "bitrate_kbps": round(codec.bitrate_kbps, 2),
@@ -186,9 +186,8 @@ def _text_to_audio(out_dir: Path, quick: bool, seed: int, codec_spec: str, progr
 
 def _plot_samples(path: Path, samples: dict, names: list[str]):
     import soundfile as sf
-    import torch
 
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import display_mel
     from halm.plots import plot_spectrogram_pairs
 
     rows = []
@@ -196,24 +195,23 @@ def _plot_samples(path: Path, samples: dict, names: list[str]):
         mels = []
         for n in names:
             y, sr = sf.read(samples[n][i]["wav"], dtype="float32")
-            mels.append(log_mel(torch.from_numpy(y), sr).T.numpy())
-        rows.append((f'"{s["caption"][:80]}"', mels[0], mels[1], sr / 256))
+            mel, fps = display_mel(y, sr)
+            mels.append(mel)
+        rows.append((f'"{s["caption"][:80]}"', mels[0], mels[1], fps))
     plot_spectrogram_pairs(rows, path, tuple(names))
 
 
 def _plot_continuations(path: Path, prompt, sr: int, continuations: dict):
     import soundfile as sf
-    import torch
 
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import display_mel
     from halm.plots import plot_spectrogram_pairs
 
-    p = log_mel(torch.from_numpy(prompt[0]), sr).T.numpy()
+    p, fps = display_mel(prompt[0], sr)
     rows = []
     for name, c in continuations.items():
         y, _ = sf.read(c["wav"], dtype="float32")
-        rows.append((f"{name}: prompt (left) and prompt + continuation (right)", p,
-                     log_mel(torch.from_numpy(y), sr).T.numpy(), sr / 256))
+        rows.append((f"{name}: prompt (left) and prompt + continuation (right)", p, display_mel(y, sr)[0], fps))
     plot_spectrogram_pairs(rows, path, ("real prompt", "decoded prompt + generated"))
 
 

@@ -72,7 +72,7 @@ def _minilm(m) -> str:
 
 
 def _assets() -> list[dict]:
-    from halm.audio.codec import ASSETS, SHIPPED
+    from halm.codec.model import ASSETS, SHIPPED
     from halm.judge import DEFAULT_JUDGE
     from halm.runs import SHIPPED_RUNS
 

@@ -121,7 +121,8 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     kls = {k: kl_divergence(ref_post[k].numpy(), gen_post[k].numpy()) for k in targets}
     result = {"run": str(run), "captions": str(captions), "n": len(items), "cfg": cfg_coef, "seed": seed,
               "seconds": seconds, "judge_dir": str(judge_dir or "halm-small"), "judge_version": judge.cfg.version,
-              "judge_sha256": judge_hash(judge_dir), "fad": fad["fad"], "fad_std": fad["std"], "fad_inf": finf, "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
+              "judge_sha256": judge_hash(judge_dir), "fad": fad["fad"], "fad_std": fad["std"], "fad_inf": finf,
+              "kl": float(np.mean(list(kls.values()))), "kl_per_attribute": kls,
               "clap": clap_score(text.numpy(), gen_emb.numpy()),
               "controllability": controllability(gen_post),
               "reference": {"clap": clap_score(text.numpy(), ref_emb.numpy()), "controllability": controllability(ref_post)}}
@@ -132,7 +133,8 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
             "controllability": controllability(codec_post), "fad": cf["fad"], "fad_std": cf["std"],
             "fad_inf": fad_inf(ref_emb.numpy(), codec_emb.numpy(), seed=seed)["fad_inf"] if len(items) >= 6 else None}
     if any(scorers.values()):
-        result["judge"] = {k: result[k] for k in ("fad", "fad_std", "fad_inf", "kl", "clap")} | {"reference_clap": result["reference"]["clap"]}
+        result["judge"] = {k: result[k] for k in ("fad", "fad_std", "fad_inf", "kl", "clap")} | {
+            "reference_clap": result["reference"]["clap"]}
         gen_wavs = [(w, sr) for _, w, sr in wavs]
         if s := scorers["fad"]:
             fr, fg = s.frame_embeddings(ref_wavs), s.frame_embeddings(gen_wavs)

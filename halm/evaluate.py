@@ -47,8 +47,8 @@ def evaluate_run(run: str, data: str | None = None, split: str = "test", mel_sou
     if mel_source == "codec" and model.uses_mel:
         import torch
 
-        from halm.audio.codec import Codec
-        from halm.audio.codec_mel import ClosedLoopMel
+        from halm.codec.closed_loop import ClosedLoopMel
+        from halm.codec.model import Codec
 
         closed = ClosedLoopMel(Codec.load(rc["data"]["codec"]["name"]).to(next(model.parameters()).device),
                                MelConfig.from_dict(rc["data"]["mel"]))

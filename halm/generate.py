@@ -2,7 +2,7 @@
 
 The hybrid was trained on (token t, mel slice t) pairs. When it generates, there is no real audio for
 the new tokens, so after each sampled token we decode the newest frame with the codec and compute its
-causal mel slice (halm.audio.codec_mel.ClosedLoopMel): the model always sees the mel of what it
+causal mel slice (halm.codec.closed_loop.ClosedLoopMel): the model always sees the mel of what it
 generated. The codec decoder streams (it keeps its layers' state and decodes only the new frame), so
 a step costs the same at second 1 and at minute 10.
 
@@ -108,7 +108,7 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
 def codec_of_run(run_config: dict, codec=None, device=None):
     """The codec a run was trained with (loaded by name, on `device`, unless given); refuses a codec with other
     weights."""
-    from halm.audio.codec import Codec, CodecError
+    from halm.codec.model import Codec, CodecError
 
     info = run_config["data"]["codec"]
     if codec is None:
@@ -147,7 +147,7 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     decoded from all K.
     """
     from halm.audio import MelConfig, causal_log_mel, mono_at
-    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.codec.closed_loop import ClosedLoopMel
 
     codec = codec_of_run(run_config, codec, next(model.parameters()).device)
     if fine is not None:
@@ -219,7 +219,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     given (B, G, n_frames): a second stage's known codebooks (G = the model's given_codebooks), forced at
     every frame; only codebooks G..K-1 are sampled. A model without text ignores text_emb and cfg_coef.
     mel_fn / prompt_mel: for `mel=True` models, the closed-loop mel of the generated coarse tokens
-    (halm.audio.codec_mel.ClosedLoopMel) and the prompt's per-frame mel (B, T0, r, M).
+    (halm.codec.closed_loop.ClosedLoopMel) and the prompt's per-frame mel (B, T0, r, M).
     Steps follow the model's codebook pattern; at step s the sampled token of codebook k is kept only
     where the pattern has a position. Past the context, the window slides (cache refilled with the
     last context/2 steps). Deterministic for a seed.
@@ -315,7 +315,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     Returns codes (B, K, T), audio (B, N) float32, sample_rate, and the speed figures.
     """
     from halm.audio import MelConfig, causal_log_mel, mono_at
-    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.codec.closed_loop import ClosedLoopMel
     from halm.models.text import load_text_encoder
 
     codec = codec_of_run(run_config, codec, next(model.parameters()).device)
@@ -349,3 +349,27 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
             "prompt_frames": n_frames - new, "seconds_generated": new / codec.frame_rate,
             "frames_per_s": B * new / dt if dt > 0 else float("inf"), "steps": steps,
             "realtime_factor": (B * new / codec.frame_rate) / dt if dt > 0 else float("inf")}
+
+
+# ---- `.generate` of a model loaded with halm.load -----------------------------------------------------
+def _continue_tokens(model, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
+    """Continue tokens (B, T0) by n_new tokens; keyword arguments as `generate`."""
+    return generate(model, tokens, n_new, **kw)
+
+
+def _captions_to_audio(model, text: list[str] | str, seconds: float = 4.0, cfg: float = 3.0, seed: int = 0,
+                       **kw) -> np.ndarray:
+    """Audio (B, N) float32 at the run's codec rate for captions; keyword arguments as `text_to_audio`."""
+    captions = [text] if isinstance(text, str) else list(text)
+    return text_to_audio(model, model.run_config, captions, seconds, cfg_coef=cfg, seed=seed, **kw)["audio"]
+
+
+def bind_generate(model):
+    """Give a loaded model (with `.run_config`) its `.generate`: gpt / whisper_gpt `generate(tokens, n_new, ...)`,
+    t2a `generate(text=[...], seconds=4, cfg=3, seed=0, ...)` -> audio. The model classes import no sampler;
+    halm.load binds this."""
+    import types
+
+    fn = _captions_to_audio if model.family == "t2a" else _continue_tokens
+    model.generate = types.MethodType(fn, model)
+    return model

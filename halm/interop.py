@@ -127,8 +127,8 @@ def _import_musicgen(src: Path, out: Path, tokenizer) -> dict:
     from transformers import AutoTokenizer, MusicgenConfig, MusicgenForConditionalGeneration
 
     from halm import __version__
-    from halm.audio.codec import Codec
     from halm.checkpoint import atomic_write_text, save_weights, write_checkpoint_dir
+    from halm.codec.model import Codec
     from halm.models import build_model, count_params
     from halm.train import TrainConfig
 
@@ -243,7 +243,7 @@ def _musicgen_of(model, rc: dict):
         T5EncoderModel,
     )
 
-    from halm.audio.codec import Codec
+    from halm.codec.model import Codec
 
     c = model.cfg
     text = T5EncoderModel.from_pretrained(c.text_encoder[3:], local_files_only=True)

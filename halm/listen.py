@@ -14,8 +14,9 @@ The A/B test (the RR paper's protocol): a rater names themself on the first page
 the same name in both folders) come in an order drawn from (seed, rater), each with A on the left or the
 right by (seed, rater, pair), so a rater who comes back sees the same order and continues after their
 last vote. The page never tells which side is A: the players' URLs name the side (left / right), not
-the folder, and the server works out A's side itself when the vote arrives. A vote is one JSON line appended to OUT/votes.jsonl under a file lock (safe for several
-raters and several server processes). A rater's last vote on a pair is the one counted.
+the folder, and the server works out A's side itself when the vote arrives. A vote is one JSON line appended
+to OUT/votes.jsonl under a file lock (safe for several raters and several server processes). A rater's last
+vote on a pair is the one counted.
 
 Safety: binds 127.0.0.1 unless --host says otherwise; serves only the WAV and PNG files found when the
 folders were scanned (looked up by name, never joined to a path from the request; symlinks that lead
@@ -356,15 +357,14 @@ def _spectrogram_png(wav_path: Path) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from halm.audio import load_audio
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import display_mel
 
     wav, sr = load_audio(wav_path)
-    mel = log_mel(torch.from_numpy(wav.mean(0) if wav.ndim == 2 else wav), sr).T.numpy()  # (M, F)
+    mel, fps = display_mel(wav, sr)  # (F, M)
     fig, ax = plt.subplots(figsize=(4.2, 1.6), dpi=100)
-    ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, mel.shape[1] * 256 / sr, 0, mel.shape[0]))
+    ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma", extent=(0, mel.shape[0] / fps, 0, mel.shape[1]))
     ax.set_xlabel("s", fontsize=7)
     ax.tick_params(labelsize=6)
     ax.set_yticks([])

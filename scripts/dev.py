@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py demo [halm demo flags]   # create .venv if missing, install, run the offline demo
     python3 scripts/dev.py test [pytest flags]      # create .venv if missing, install, run the whole test suite
-    python3 scripts/dev.py lint                     # ruff over the repository
+    python3 scripts/dev.py lint                     # ruff over the repository, then the import contracts
     python3 scripts/dev.py halm ARGS...             # any halm command inside the environment
 
 Installation is redone only when pyproject.toml or this file changed (a stamp in .venv records it).
@@ -66,8 +66,9 @@ def main(argv: list[str]) -> int:
         args = [PY, "-m", "halm", "demo", *rest]
     elif cmd == "test":
         args = [PY, "-m", "pytest", "-q", *rest]
-    elif cmd == "lint":
-        args = [PY, "-m", "ruff", "check", ROOT, *rest]
+    elif cmd == "lint":  # ruff, then the import contracts of pyproject.toml (import-linter)
+        rc = subprocess.run([str(PY), "-m", "ruff", "check", str(ROOT), *rest], cwd=ROOT, env=env).returncode
+        return rc or subprocess.run([str(BIN / "lint-imports")], cwd=ROOT, env=env).returncode
     elif cmd == "halm":
         args = [PY, "-m", "halm", *rest]
     elif cmd == "setup":

@@ -12,7 +12,7 @@ def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, h
     decoder_gate=g)."""
     from transformers import EncodecConfig
 
-    from halm.audio.codec import build_encodec
+    from halm.codec.model import build_encodec
 
     torch.manual_seed(seed)
     bits = codebook_size.bit_length() - 1
@@ -37,7 +37,7 @@ def tiny_encodec(n_codebooks: int = 4, codebook_size: int = 32, seed: int = 0, h
 
 
 def tiny_codec_dir(path, **kw):
-    from halm.audio.codec import Codec
+    from halm.codec.model import Codec
 
     Codec(tiny_encodec(**kw), "tiny").save(path)
     return path

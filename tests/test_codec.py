@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from halm.audio import MelConfig, causal_log_mel
-from halm.audio.codec import Codec, CodecError, convert_original_state_dict, fast_padding
+from halm.codec.model import Codec, CodecError, convert_original_state_dict, fast_padding
 from tests.helpers import tiny_codec_dir, tiny_encodec
 
 
@@ -130,7 +130,7 @@ def test_original_th_checkpoint_is_converted(model, tmp_path):
 
 
 def test_official_24khz_config_matches_published_sizes():
-    from halm.audio.codec import _config_for_original_24khz
+    from halm.codec.model import _config_for_original_24khz
 
     cfg = _config_for_original_24khz()
     assert int(np.prod(cfg.upsampling_ratios)) == 320 and cfg.codebook_size == 1024
@@ -156,12 +156,13 @@ def test_hub_name_offline_and_bad_paths_give_clear_messages(tmp_path, monkeypatc
 def test_snake_decoder_codec_saves_loads_and_streams(tmp_path):
     from transformers import EncodecModel
 
-    from halm.audio.codec import Snake, build_encodec
-    from halm.audio.streaming import StreamingDecoder
+    from halm.codec.model import Snake, build_encodec
+    from halm.codec.streaming import StreamingDecoder
 
     model = tiny_encodec(decoder_activation="snake")
     assert not any(isinstance(m, torch.nn.ELU) for m in model.decoder.modules())
-    assert sum(isinstance(m, Snake) for m in model.decoder.modules()) == 13  # before each of the 4 upsamplings, 2 in each residual block, before the last conv
+    # before each of the 4 upsamplings, 2 in each residual block, before the last conv
+    assert sum(isinstance(m, Snake) for m in model.decoder.modules()) == 13
     assert any(isinstance(m, torch.nn.ELU) for m in model.encoder.modules())  # the encoder keeps its ELUs
     codec = Codec(model, "snake")
     codec.save(tmp_path / "c")
@@ -222,7 +223,7 @@ def test_harmonic_branch_starts_silent_renders_the_pitch_it_reads_and_round_trip
 
 
 def test_envelope_keeps_a_formant_where_it_is_whatever_the_pitch_and_the_gate_hands_voiced_frames_over(tmp_path):
-    from halm.audio.harmonic import hz_to_mel
+    from halm.codec.harmonic import hz_to_mel
 
     E = 48
     model = tiny_encodec(harmonics=32, decoder_activation="snake", harmonic_envelope=E)
@@ -262,8 +263,8 @@ def test_envelope_keeps_a_formant_where_it_is_whatever_the_pitch_and_the_gate_ha
 
 @pytest.mark.parametrize("branch", [{}, {"harmonic_envelope": 12, "decoder_gate": 0.7}])
 def test_harmonic_branch_is_causal_and_streams_as_the_full_decode(branch):
-    from halm.audio.harmonic import decode_latent
-    from halm.audio.streaming import StreamingDecoder
+    from halm.codec.harmonic import decode_latent
+    from halm.codec.streaming import StreamingDecoder
 
     model = tiny_encodec(harmonics=8, decoder_activation="snake", seed=1, **branch)
     with torch.no_grad():  # a pitch and envelope that vary with the codes

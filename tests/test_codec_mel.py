@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from halm.audio import MelConfig
-from halm.audio.codec import Codec
-from halm.audio.codec_mel import ClosedLoopMel
+from halm.codec.closed_loop import ClosedLoopMel
+from halm.codec.model import Codec
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_the_window_fallback_converges_to_the_full_decode():
 
 
 def test_streaming_decoder_equals_a_full_decode(codec_and_tokens):
-    from halm.audio.streaming import StreamingDecoder
+    from halm.codec.streaming import StreamingDecoder
 
     codec, tokens = codec_and_tokens
     full = codec.decode(tokens[:, None])[:, 0]

@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from halm.audio.codec import Codec
-from halm.audio.codec_losses import pitch_loss, pitch_targets
-from halm.audio.codec_train import CodecTrainConfig, resolve_device, train_codec
-from halm.audio.rvq import RVQTrainer
+from halm.codec.losses import pitch_loss, pitch_targets
+from halm.codec.model import Codec
+from halm.codec.rvq import RVQTrainer
+from halm.codec.train import CodecTrainConfig, resolve_device, train_codec
 from halm.data.synth import synthesize
 
 TINY = dict(num_filters=4, hidden_size=16, num_lstm_layers=1, n_codebooks=3, codebook_size=32, batch_size=2,
@@ -152,7 +152,7 @@ def test_init_from_continues_another_run(tmp_path):
 def test_data_dependent_init_makes_the_latent_depend_on_the_audio():
     from transformers import EncodecModel
 
-    from halm.audio.codec_train import data_dependent_init
+    from halm.codec.train import data_dependent_init
 
     cfg = CodecTrainConfig(**{**TINY, "num_filters": 8, "hidden_size": 32})
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def _tone_then_silence(sr: int = 24000) -> torch.Tensor:
 
 
 def test_mel_loss_ignores_what_is_80_db_below_the_clip_peak():
-    from halm.audio.codec_losses import MultiScaleMelLoss
+    from halm.codec.losses import MultiScaleMelLoss
 
     x = _tone_then_silence()[None]
     hiss = x + 1e-6 * torch.randn_like(x)  # -110 dB: inaudible next to the tone
@@ -191,7 +191,7 @@ def test_mel_loss_ignores_what_is_80_db_below_the_clip_peak():
 
 
 def test_hop_periodicity_finds_a_waveform_that_repeats_every_frame():
-    from halm.audio.codec_eval import lag_autocorr
+    from halm.codec.eval import lag_autocorr
 
     g = torch.Generator().manual_seed(0)
     frame = torch.randn(320, generator=g)
@@ -204,7 +204,7 @@ def test_hop_periodicity_finds_a_waveform_that_repeats_every_frame():
 
 
 def test_frame_locked_share_measures_one_waveform_stamped_on_every_frame():
-    from halm.audio.codec_eval import frame_locked_share
+    from halm.codec.eval import frame_locked_share
 
     g = torch.Generator().manual_seed(0)
     frame = torch.randn(320, generator=g)
@@ -224,7 +224,7 @@ def test_frame_locked_share_measures_one_waveform_stamped_on_every_frame():
 
 
 def test_codec_eval_metrics_floor_at_80_db_and_rank_real_errors():
-    from halm.audio.codec_eval import mel_l1, si_snr, stft_distance
+    from halm.codec.eval import mel_l1, si_snr, stft_distance
 
     x = _tone_then_silence()
     hiss = x + 1e-6 * torch.randn_like(x)
@@ -286,7 +286,7 @@ def test_pitch_loss_falls_when_the_head_fits():
 
 
 def test_stft_loss_is_zero_on_a_match_ignores_deep_silence_and_has_finite_gradients():
-    from halm.audio.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, stft_magnitudes
+    from halm.codec.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, stft_magnitudes
 
     loss = MultiResolutionSTFTLoss()
     x = _tone_then_silence()[None]
@@ -359,7 +359,8 @@ def test_an_envelope_and_a_decoder_gate_join_a_branch_run(tmp_path):
     data = [str(tmp_path / "speech")]
     harm = {**TINY, "threads": 1, "pitch_weight": 1.0, "decoder_activation": "snake", "harmonics": 4, "branch_weight": 1.0}
     for i, (bad, match) in enumerate((({"harmonics": 0, "branch_weight": 0.0, "decoder_gate": 0.5}, "need a harmonic branch"),
-                       ({"harmonic_envelope": 1}, "harmonic_envelope must be"), ({"decoder_gate": 1.5}, r"decoder_gate must be in \[0, 1\]"))):
+                       ({"harmonic_envelope": 1}, "harmonic_envelope must be"),
+                       ({"decoder_gate": 1.5}, r"decoder_gate must be in \[0, 1\]"))):
         with pytest.raises(ValueError, match=match):
             train_codec(CodecTrainConfig(**{**harm, **bad, "steps": 1}), data, tmp_path / f"bad{i}", progress=False)
     train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "branch", progress=False)

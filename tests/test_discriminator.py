@@ -5,8 +5,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from halm.audio.codec_train import CodecTrainConfig, train_codec
-from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from halm.codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from halm.codec.train import CodecTrainConfig, train_codec
 from halm.data.synth import synthesize
 from tests.test_codec_train import TINY
 

@@ -67,7 +67,8 @@ def test_eval_refuses_a_dataset_of_another_codec(runs, lm_data, tmp_path):
     from tests.helpers import tiny_codec_dir
 
     codec = tiny_codec_dir(tmp_path / "codec", codebook_size=1024)
-    prepare(str(lm_data.parent / "speech"), tmp_path / "other", PrepareConfig(codec=str(codec), test_share=0.5, dev_share=0.0), progress=False)
+    prepare(str(lm_data.parent / "speech"), tmp_path / "other", PrepareConfig(codec=str(codec), test_share=0.5, dev_share=0.0),
+            progress=False)
     with pytest.raises(DatasetMismatch, match="tokenized with codec"):
         evaluate_run(str(runs / "tiny-gpt"), str(tmp_path / "other"), progress=False)
 

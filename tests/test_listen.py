@@ -296,3 +296,24 @@ def test_the_page_in_headless_chromium(folders, run_server):
         browser.quit()
     votes = [json.loads(line) for line in (root / "votes" / "votes.jsonl").read_text().splitlines()]
     assert len(votes) == 1 and votes[0]["rater"] == "browser" and votes[0]["choice"] == "right"
+
+
+def test_gallery_spectrogram_has_time_along_x(tmp_path):
+    """Noise in the first half of the clip, silence after: the left half of the picture is the bright one."""
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from halm.audio import save_audio
+    from halm.listen import _spectrogram_png
+
+    sr = 24000
+    wav = np.zeros(2 * sr, dtype=np.float32)
+    wav[:sr] = np.random.default_rng(0).standard_normal(sr).astype(np.float32) * 0.3
+    img = mpimg.imread(io.BytesIO(_spectrogram_png(save_audio(tmp_path / "a.wav", wav, sr))))  # (H, W, 4)
+    lum = img[..., :3].mean(-1)
+    h, w = lum.shape
+    inner = lum[h // 5: 4 * h // 5, w // 8: 7 * w // 8]  # inside the axes
+    left, right = inner[:, : inner.shape[1] // 3], inner[:, -inner.shape[1] // 3:]
+    assert left.mean() > right.mean() + 0.2

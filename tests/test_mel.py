@@ -101,3 +101,18 @@ def test_config_validation():
     assert MelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="no samples"):
         causal_log_mel(torch.zeros(0), cfg)
+
+
+def test_display_mel_is_frames_by_mels_at_sr_over_hop():
+    from halm.audio.mel import DISPLAY_HOP, display_mel
+
+    sr = 24000
+    t = np.arange(sr) / sr
+    noise = np.random.default_rng(0).standard_normal(sr)
+    wav = np.where(t < 0.5, noise, 0.0).astype(np.float32)  # noise, then silence
+    img, fps = display_mel(wav, sr)
+    assert fps == sr / DISPLAY_HOP and img.shape == (sr // DISPLAY_HOP + 1, 80)
+    half = img.shape[0] // 2
+    assert img[: half - 4].mean() > img[half + 4:].mean() + 3.0  # time runs along the first axis
+    stereo, _ = display_mel(np.stack([wav, wav]), sr)
+    np.testing.assert_allclose(stereo, img, atol=1e-5)

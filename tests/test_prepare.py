@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from halm.audio import MelConfig, causal_log_mel, load_audio
-from halm.audio.codec import Codec
+from halm.codec.model import Codec
 from halm.data import open_dataset
 from halm.data.prepare import DatasetMismatch, PrepareConfig, hash_split, prepare
 from halm.data.synth import synthesize
@@ -74,7 +74,8 @@ def test_bad_files_are_skipped_and_reported(tmp_path, corpus, codec_dir, write_a
     (src / "broken.wav").write_bytes(b"RIFF not really")
     write_audio("src/short.wav", np.zeros(100, dtype=np.float32), 24000)
     r = prepare(str(src), tmp_path / "data", PrepareConfig(codec=str(codec_dir), shard_size=4), progress=False)
-    reasons = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (tmp_path / "data" / "skipped.jsonl").read_text().splitlines()}
+    lines = (tmp_path / "data" / "skipped.jsonl").read_text().splitlines()
+    reasons = {json.loads(line)["id"]: json.loads(line)["reason"] for line in lines}
     assert set(reasons) == {"broken", "short"} and r["skipped"] == 2
     assert reasons["broken"].startswith("unreadable audio") and reasons["short"].startswith("too short")
     assert r["items"] == len(list((src / "good").glob("*.wav")))
@@ -165,7 +166,7 @@ def test_torchrun_splits_the_shards_across_ranks_and_gives_the_same_dataset(tmp_
 
 
 def test_mel_source_codec_stores_the_closed_loop_mel(tmp_path, corpus, codec_dir):
-    from halm.audio.codec_mel import ClosedLoopMel
+    from halm.codec.closed_loop import ClosedLoopMel
 
     prepare(str(corpus), tmp_path / "audio_mel", PrepareConfig(codec=str(codec_dir)), progress=False)
     prepare(str(corpus), tmp_path / "codec_mel", PrepareConfig(codec=str(codec_dir), mel_source="codec"), progress=False)

@@ -2,7 +2,7 @@
 
 Each row names a hostile input and what must happen: a skip with its reason (nothing added to the
 dataset), a refusal naming the field, or a report. What each check guards against is in the module
-docstrings it tests (halm/audio/io.py, halm/data/prepare.py, halm/data/sources.py, halm/train.py).
+docstrings it tests (halm/audio/io.py, halm/data/prepare.py, halm/audio/sources.py, halm/train.py).
 """
 
 import json
@@ -16,10 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from halm.audio.sources import SourceError, manifest_source
 from halm.checkpoint import DamagedFile
 from halm.data import open_dataset
 from halm.data.prepare import PrepareConfig, _bad_features, prepare
-from halm.data.sources import SourceError, manifest_source
 from halm.errors import UserError
 from halm.train import RunMismatch, TrainingDiverged, train
 
@@ -347,8 +347,8 @@ def test_damaged_shards_are_detected_and_changed_sources_encoded_again(tmp_path)
     assert item.codes.shape[1] == -(-int(1.5 * 24000) // 320)
     assert prepare(str(src), tmp_path / "data", cfg, progress=False)["reencoded"] == []  # now all verified
     # a source file that is gone (a manifest still listing it) keeps its shard: nothing is lost
+    from halm.audio.sources import SourceItem
     from halm.data.prepare import shard_problem
-    from halm.data.sources import SourceItem
 
     listed = [SourceItem(f"c{i}", src / f"c{i}.wav") for i in (0, 1)]
     (src / "c0.wav").rename(tmp_path / "away.wav")
@@ -357,7 +357,7 @@ def test_damaged_shards_are_detected_and_changed_sources_encoded_again(tmp_path)
 
 def test_fuzzed_manifests_and_transcripts_never_crash_with_a_traceback(tmp_path):
     """Random bytes and random JSON-ish lines: a reader yields items or raises SourceError, nothing else."""
-    from halm.data.sources import librispeech_source
+    from halm.audio.sources import librispeech_source
 
     rng = np.random.default_rng(0)
     pieces = ['{"path": "a.wav"}', '{"path": 3}', '{"path": "b.wav", "split": "val"}', '{"text": 1, "path": "c"}',

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from halm.audio import load_audio
-from halm.audio.codec import Codec
-from halm.audio.codec_eval import mel_l1, mu_law_baseline
+from halm.codec.eval import mel_l1, mu_law_baseline
+from halm.codec.model import Codec
 from halm.data.synth import synthesize
 
 

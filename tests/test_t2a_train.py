@@ -149,7 +149,8 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--preset", "tiny-t2a", "--data", str(t2a_data), "--steps", "4", "--json", "--set", "batch_size=4",
               "context=64", "cfg_dropout=0.5", "rr_gather=true", "eval_every=100", "log_every=1", "seed=1", "lr=3e-3",
-              "warmup_steps=1", "amp=none", f"cfg_mode={cfg_mode}", "eval_tokens=400"]  # fp32: bf16 autocast (on by default on AVX-512-BF16/AMX CPUs) rounds too coarsely to compare
+              "warmup_steps=1", "amp=none", f"cfg_mode={cfg_mode}", "eval_tokens=400"]
+    # (amp=none: bf16 autocast, on by default on AVX-512-BF16/AMX CPUs, rounds too coarsely to compare)
     subprocess.run([sys.executable, "-m", "halm", "train", "--out", str(tmp_path / "one"), *common], check=True,
                    env=env, capture_output=True)
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",

@@ -142,3 +142,27 @@ def causal_log_mel(wav: torch.Tensor | np.ndarray, cfg: MelConfig) -> torch.Tens
     logmel = (torch.log10(mel.clamp_min(cfg.log_floor)) + 4.0) / 4.0
     assert logmel.shape[-1] == T * r, (logmel.shape, T, r)
     return logmel.transpose(1, 2).reshape(*lead, T, r, cfg.n_mels)  # (..., T, r, M)
+
+
+# ---- the spectrogram of the figures and of the codec evaluation's mel L1 -----------------------------------
+DISPLAY_N_FFT, DISPLAY_HOP, DISPLAY_MELS = 1024, 256, 80
+TOP_DB = 80.0  # dynamic range kept below the peak
+
+
+def log_mel(x: torch.Tensor, sr: int, floor: float | None = None) -> torch.Tensor:
+    """log10 power mel (M, frames) of a 1-D signal (n_fft 1024, hop 256, 80 mels; not causal: for figures and
+    the codec evaluation), floored at `floor` (default: TOP_DB below its own peak)."""
+    fb = torch.from_numpy(mel_filterbank(sr, DISPLAY_N_FFT, DISPLAY_MELS))
+    spec = torch.stft(x, DISPLAY_N_FFT, hop_length=DISPLAY_HOP, window=torch.hann_window(DISPLAY_N_FFT),
+                      return_complex=True).abs().pow(2)
+    lm = torch.log10((fb @ spec).clamp_min(1e-12))
+    return lm.clamp_min(float(lm.max()) - TOP_DB / 10 if floor is None else floor)
+
+
+def display_mel(wav, sr: int, floor: float | None = None) -> tuple[np.ndarray, float]:
+    """(image (frames, M) float32, frames per second) of mono audio (N,) or (C, N) (channels averaged): what
+    halm's spectrogram figures draw."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+    if x.dim() == 2:
+        x = x.mean(0)
+    return log_mel(x.contiguous(), sr, floor).T.numpy(), sr / DISPLAY_HOP

@@ -9,7 +9,7 @@ from halm.cli.common import add_json
 
 
 def cmd_codec_train(args) -> int:
-    from halm.audio.codec_train import CodecTrainConfig, train_codec
+    from halm.codec.train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig().override(args.set)
     if args.steps is not None:
@@ -22,8 +22,8 @@ def cmd_codec_train(args) -> int:
 
 
 def cmd_codec_eval(args) -> int:
-    from halm.audio.codec import Codec
-    from halm.audio.codec_eval import METRICS, evaluate_codec
+    from halm.codec.eval import METRICS, evaluate_codec
+    from halm.codec.model import Codec
 
     codec = Codec.load(args.codec, n_codebooks=args.n_codebooks)
     r = evaluate_codec(codec, args.data, max_items=args.max_items, wav_dir=args.wav, plot=args.plot,
@@ -70,7 +70,8 @@ def register(sub) -> None:
     c.add_argument("--out", required=True, help="run folder: train_state/, metrics.jsonl, codec/ (the export)")
     c.add_argument("--steps", type=int, help="total optimisation steps (default from the config: 12000)")
     c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set num_filters=32 batch_size=16; device=cuda|cpu|auto (default auto: CUDA when present) (see CodecTrainConfig)")
+                   help="override config fields, e.g. --set num_filters=32 batch_size=16; device=cuda|cpu|auto (default auto: "
+                   "CUDA when present) (see CodecTrainConfig)")
     c.add_argument("--init-from", metavar="RUN",
                    help="start a new --out from RUN's last checkpoint (weights, codebooks, optimizer, step) and go on "
                    "with this command's settings, e.g. to change the recipe mid-training; ignored once --out has a checkpoint")

@@ -72,17 +72,14 @@ def cmd_compare(args) -> int:
 
 
 def _write_generation(audio, sr, out, png, frame_rate, prompt_seconds, title):
-    import numpy as np
-    import torch
 
     from halm.audio import save_audio
-    from halm.audio.codec_eval import log_mel
+    from halm.audio.mel import display_mel
     from halm.plots import plot_generation
 
     out = save_audio(out, audio, sr)
     png = png or str(out.with_suffix(".png"))
-    plot_generation(log_mel(torch.from_numpy(np.ascontiguousarray(audio)), sr).T.numpy(), sr / 256, prompt_seconds,
-                    png, title=title)
+    plot_generation(*display_mel(audio, sr), prompt_seconds, png, title=title)
     return str(out), png
 
 

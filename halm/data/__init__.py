@@ -1,7 +1,7 @@
-"""Data: sources of audio (LibriSpeech, folders, manifests), offline corpora (synth)."""
+"""Data: prepared datasets (prepare, open_dataset), offline corpora (synth), and the audio sources they read
+(halm.audio.sources: LibriSpeech, folders, manifests; re-exported here)."""
 
-from halm.data.dataset import Item, PreparedDataset, open_dataset
-from halm.data.sources import (
+from halm.audio.sources import (
     SourceError,
     SourceItem,
     folder_source,
@@ -9,6 +9,7 @@ from halm.data.sources import (
     manifest_source,
     open_source,
 )
+from halm.data.dataset import Item, PreparedDataset, open_dataset
 
 __all__ = [
     "Item",

@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from halm.audio.codec import DEFAULT_CODEC, Codec
-from halm.audio.codec_mel import ClosedLoopMel
 from halm.audio.io import AudioError, load_audio
 from halm.audio.mel import MelConfig, causal_log_mel
 from halm.checkpoint import file_sha256
+from halm.codec.closed_loop import ClosedLoopMel
+from halm.codec.model import DEFAULT_CODEC, Codec
 from halm.errors import UserError
 
 INDEX_VERSION = 1
@@ -356,7 +356,7 @@ def _on_rank0(fn, world: int):
 
 def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, workers: int, progress: bool,
              device, rank: int = 0, world: int = 1) -> dict:
-    from halm.data.sources import open_source
+    from halm.audio.sources import open_source
 
     cfg = cfg or PrepareConfig()
     out = Path(out)

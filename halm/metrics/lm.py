@@ -94,7 +94,8 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
     bits per second = the summed NLL of all codebooks' targets in bits / seconds of audio scored.
     uncond=True also scores with the null condition (`nll_uncond`: how much the caption helps; a model
     without text gets nll_uncond = nll). A second stage (given_codebooks = G) is scored on codebooks
-    G..K-1 only: `nll_k`, the NLL, accuracy and bits list those. `captions` turns captions into (emb, mask): halm.models.text.caption_batches.
+    G..K-1 only: `nll_k`, the NLL, accuracy and bits list those. `captions` turns captions into (emb, mask):
+    halm.models.text.caption_batches.
     """
     was_training = model.training
     model.eval()

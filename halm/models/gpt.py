@@ -55,12 +55,6 @@ class GPT(nn.Module):
         x = self.wte(tokens)  # (B, T, D)
         return linear(self.stack(x, cache), self.head)  # (B, T, V)
 
-    def generate(self, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
-        """Continue tokens (B, T0) by n_new tokens; keyword arguments as halm.generate.generate."""
-        from halm.generate import generate
-
-        return generate(self, tokens, n_new, **kw)
-
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         return next_token_loss(self(batch["tokens"][:, :-1], None), batch["tokens"][:, 1:])
 

@@ -224,17 +224,6 @@ class T2A(nn.Module):
         ctx = torch.where((d & first)[..., None], null, ctx)
         return ctx, torch.where(d, first, text_mask)
 
-    def generate(self, text: list[str] | str, seconds: float = 4.0, cfg: float = 3.0, seed: int = 0, **kw):
-        """Audio for captions: (B, N) float32 numpy at the run's codec rate (`.sample_rate` of the result's
-        dict is in halm.generate.text_to_audio; this returns the audio only). Needs a model from halm.load
-        (it carries its run config); keyword arguments as halm.generate.text_to_audio."""
-        from halm.generate import text_to_audio
-
-        if not hasattr(self, "run_config"):
-            raise ValueError("generate needs the run config: load the model with halm.load(RUN)")
-        captions = [text] if isinstance(text, str) else list(text)
-        return text_to_audio(self, self.run_config, captions, seconds, cfg_coef=cfg, seed=seed, **kw)["audio"]
-
     def null_condition(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.null_cond.to(device)[None, None].expand(batch, 1, -1),
                 torch.ones(batch, 1, dtype=torch.bool, device=device))

@@ -91,11 +91,5 @@ class WhisperGPT(nn.Module):
         x = linear(torch.cat([self.wte(tokens), m], dim=-1), self.fuse)  # (B, T, D)
         return linear(self.stack(x, cache.decoder if cache is not None else None), self.head)  # (B, T, V)
 
-    def generate(self, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
-        """Continue tokens (B, T0) by n_new tokens; keyword arguments as halm.generate.generate."""
-        from halm.generate import generate
-
-        return generate(self, tokens, n_new, **kw)
-
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         return next_token_loss(self(batch["tokens"][:, :-1], batch["mel"][:, :-1]), batch["tokens"][:, 1:])

@@ -99,10 +99,12 @@ def caption(a: dict, rng: np.random.Generator) -> str:
     if shape == 0:
         return f"a {a['tempo']} {a['mood']} {a['lead']} piece in {key} with {dyn}{a['accompaniment']}{extras}, {a['bpm']} bpm"
     if shape == 1:
-        return f"{a['mood']} {a['lead']} melody over {dyn}{a['accompaniment']} {a['texture']}{extras} in {key}, {a['tempo']} tempo, {a['bpm']} bpm"
+        return (f"{a['mood']} {a['lead']} melody over {dyn}{a['accompaniment']} {a['texture']}{extras} in {key}, "
+                f"{a['tempo']} tempo, {a['bpm']} bpm")
     if shape == 2:
         return f"{dyn}{a['mood']} music in {a['time_signature']} time: {a['lead']} with {a['accompaniment']}{extras}, {key}, {a['bpm']} bpm"
-    return f"a {a['mood']} tune in {key} played {('softly' if dyn == 'soft ' else 'loudly' if dyn else 'at a moderate volume')} by {a['lead']} and {a['accompaniment']}{extras}, {a['tempo']} ({a['bpm']} bpm)"
+    volume = "softly" if dyn == "soft " else "loudly" if dyn else "at a moderate volume"
+    return f"a {a['mood']} tune in {key} played {volume} by {a['lead']} and {a['accompaniment']}{extras}, {a['tempo']} ({a['bpm']} bpm)"
 
 
 def compose(a: dict, rng: np.random.Generator, seconds: float):

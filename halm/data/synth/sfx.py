@@ -86,7 +86,9 @@ def countable_event(kind: str, count: int, speed: str, sr: int, rng) -> tuple[np
                     burst[s:] += rng.standard_normal(m).astype(np.float32) * np.exp(-np.arange(m) / (0.012 * sr)) * (1.0 - 0.2 * k)
                 hits.append(_band(burst, sr, 900.0, 3500.0))
         else:
-            hits = [_hit(sr, rng, 80.0, 250.0, 0.02, 0.18) + 0.3 * _band(rng.standard_normal(int(0.18 * sr)).astype(np.float32), sr, 1500, 5000) * np.exp(-np.arange(int(0.18 * sr)) / (0.02 * sr)).astype(np.float32) for _ in onsets]
+            hits = [_hit(sr, rng, 80.0, 250.0, 0.02, 0.18)
+                    + 0.3 * _band(rng.standard_normal(int(0.18 * sr)).astype(np.float32), sr, 1500, 5000)
+                    * np.exp(-np.arange(int(0.18 * sr)) / (0.02 * sr)).astype(np.float32) for _ in onsets]
     elif kind == "bell":
         f0 = float(rng.uniform(400, 1200))
         gap = 0.6 if fast else 1.1

@@ -127,11 +127,13 @@ class SentenceMaker:
             out = f"We will {vt} {self.noun_phrase()} in {self.pick(PLACES)} {self.pick(TIMES)}."
         elif shape == 5:
             noun = self.pick(NOUNS)
-            out = f"If the {noun} is {self.pick(ADJECTIVES)}, {self.pick(['she', 'he', 'they', 'you', 'we'])} should {vt} it {self.pick(ADVERBS)}."
+            out = (f"If the {noun} is {self.pick(ADJECTIVES)}, {self.pick(['she', 'he', 'they', 'you', 'we'])} should {vt} it "
+                   f"{self.pick(ADVERBS)}.")
         elif shape == 6:
             out = f"{s} {third_person(vt)} {self.noun_phrase()} {self.pick(TIMES)}."
         elif shape == 7:
-            out = f"Every {self.pick(NOUNS)} {self.pick(PREPOSITIONS)} the {self.pick(NOUNS)} was {self.pick(ADJECTIVES)} and {self.pick(ADJECTIVES)}."
+            out = (f"Every {self.pick(NOUNS)} {self.pick(PREPOSITIONS)} the {self.pick(NOUNS)} was {self.pick(ADJECTIVES)} and "
+                   f"{self.pick(ADJECTIVES)}.")
         else:
             out = f"{self.pick(NAMES)} said that {self.noun_phrase()} would {vi} {self.pick(ADVERBS)}."
         return out[0].upper() + out[1:]

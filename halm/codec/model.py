@@ -8,7 +8,7 @@
 
 halm's own codecs may replace the decoder's ELUs by Snake activations (`decoder_activation: "snake"` in
 config.json, see `Snake`) and add a harmonic synthesizer driven by a pitch read off the codes
-(`harmonics: K` in config.json, see `halm.audio.harmonic`); everything else is transformers' EncodecModel
+(`harmonics: K` in config.json, see `halm.codec.harmonic`); everything else is transformers' EncodecModel
 as is, and official checkpoints load unchanged.
 
 Nothing is downloaded: a hub name (e.g. "facebook/encodec_24khz") is looked up only in the local
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from halm.audio.harmonic import HarmonicBranch, decode_latent
+from halm.codec.harmonic import HarmonicBranch, decode_latent
 from halm.errors import UserError
 
 SHIPPED = {"halm-small": "codec_halm_small"}

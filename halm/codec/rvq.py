@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from halm.audio.codec_train import CodecTrainConfig
+    from halm.codec.train import CodecTrainConfig
 
 
 def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

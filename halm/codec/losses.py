@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from halm.audio.harmonic import LOG_F0_REF
 from halm.audio.mel import mel_filterbank
+from halm.codec.harmonic import LOG_F0_REF
 
 
 def pitch_targets(x: torch.Tensor, sample_rate: int, hop: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,14 +18,14 @@ class ClosedLoopMel:
     """Causal mel slice of the newest frame of a coarse-token sequence, fed back to the hybrid each step.
 
     With a causal codec (the shipped one, the official 24 kHz EnCodec) the decoder streams: each call
-    decodes only the new frame, keeping every layer's state (halm.audio.streaming), and the STFT keeps
+    decodes only the new frame, keeping every layer's state (halm.codec.streaming), and the STFT keeps
     the last few hops of audio; the result equals a full decode (tests/test_codec_mel.py). Successive
     calls must extend the same sequence by one token; anything else restarts the stream from the
     given tokens. Other codecs decode the last `window` frames each step instead (approximate).
     """
 
     def __init__(self, codec, mel_cfg, window: int = 8, streaming: bool | None = None):
-        from halm.audio.streaming import can_stream
+        from halm.codec.streaming import can_stream
 
         if codec.hop_length != mel_cfg.hop_length or codec.sample_rate != mel_cfg.sample_rate:
             raise UserError(f"codec ({codec.sample_rate} Hz, hop {codec.hop_length}) does not match the mel settings "
@@ -43,7 +43,7 @@ class ClosedLoopMel:
         """tokens (B, T) coarse codes so far -> (B, r, M) mel slice of frame T-1."""
         if not self.streaming:
             return self._window_slice(tokens)
-        from halm.audio.streaming import StreamingDecoder
+        from halm.codec.streaming import StreamingDecoder
 
         B, T = tokens.shape
         tokens = tokens.to(self.codec.device)

@@ -45,21 +45,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from halm.audio.codec import Codec
 from halm.audio.io import AudioError, load_audio, resample, save_audio
-from halm.audio.mel import mel_filterbank
+from halm.audio.mel import DISPLAY_HOP, TOP_DB, log_mel
+from halm.codec.model import Codec
 from halm.metrics.formants import formant_counts, lpc_formants, pooled_formant_scores
 from halm.metrics.pitch import pitch_counts, pooled_scores, yin_f0
-
-TOP_DB = 80.0
-
-
-def log_mel(x: torch.Tensor, sr: int, floor: float | None = None) -> torch.Tensor:
-    """log10 power mel (M, frames), floored at `floor` (default: TOP_DB below its own peak)."""
-    fb = torch.from_numpy(mel_filterbank(sr, 1024, 80))
-    spec = torch.stft(x, 1024, hop_length=256, window=torch.hann_window(1024), return_complex=True).abs().pow(2)
-    lm = torch.log10((fb @ spec).clamp_min(1e-12))
-    return lm.clamp_min(float(lm.max()) - TOP_DB / 10 if floor is None else floor)
 
 
 def mel_l1(x: torch.Tensor, y: torch.Tensor, sr: int) -> float:
@@ -158,7 +148,7 @@ def _winner(a: float | None, b: float | None, higher_is_better: bool) -> str | N
 
 def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_dir: str | None = None,
                    plot: str | None = None, progress: bool = True) -> dict:
-    from halm.data import open_source
+    from halm.audio.sources import open_source
 
     sr = codec.sample_rate
     per_source: dict[str, dict] = {}
@@ -196,7 +186,7 @@ def evaluate_codec(codec: Codec, sources: list[str], max_items: int = 40, wav_di
             if plot and not rows[:-1]:
                 lx = log_mel(x, sr)
                 plot_rows.append((f"{Path(src).name}: {(item.text or item.id)[:70]}", lx.T.numpy(),
-                                  log_mel(y, sr, floor=float(lx.min())).T.numpy(), sr / 256))
+                                  log_mel(y, sr, floor=float(lx.min())).T.numpy(), sr / DISPLAY_HOP))
         per_source[Path(src).name] = {"codec": _summary(rows), "mulaw_baseline": _summary(brows)} if rows else {}
         all_rows += rows
         base_rows += brows

@@ -3,9 +3,10 @@
 transformers' EncodecDecoder has no streaming API. For a causal codec (use_causal_conv, weight norm)
 each layer is either stateless (ELU or halm's Snake), a causal convolution (state: its last (k-1)·d inputs), a
 transposed convolution (state: the overlap tail it adds to the next frame), or the LSTM (state:
-h and c); halm's harmonic branch keeps its oscillators' phase and the last frame's controls. The first chunk (the prompt) goes through the same padding as the full decode (EnCodec
-reflect-pads the start); after that each frame costs a few tiny convolutions. The output equals a
-full decode of the whole sequence (tests/test_codec_mel.py), which is causal after the first frames.
+h and c); halm's harmonic branch keeps its oscillators' phase and the last frame's controls. The first chunk
+(the prompt) goes through the same padding as the full decode (EnCodec reflect-pads the start); after that each
+frame costs a few tiny convolutions. The output equals a full decode of the whole sequence
+(tests/test_codec_mel.py), which is causal after the first frames.
 
 Legend: B batch, C channels, n new frames or samples at a layer's rate, s stride.
 """
@@ -127,7 +128,7 @@ def _wrap(layer):
         EncodecResnetBlock,
     )
 
-    from halm.audio.codec import Snake
+    from halm.codec.model import Snake
 
     if isinstance(layer, EncodecConv1d):
         return _Conv(layer)
@@ -153,7 +154,7 @@ class StreamingDecoder:
     def __init__(self, codec):
         if not can_stream(codec):
             raise ValueError(f"{codec.name}: streaming needs a causal EnCodec with weight norm and trim_right_ratio 1")
-        from halm.audio.harmonic import lstm_end
+        from halm.codec.harmonic import lstm_end
 
         self.codec = codec
         self.ops = [_wrap(layer) for layer in codec.model.decoder.layers]

@@ -11,17 +11,17 @@ collapsed onto one entry (see `data_dependent_init`). Losses: multi-scale mel (L
 of the latent's rms towards 1 (unconstrained, it drifted to ~50 during the warm-up and then collapsed
 onto a few codes under the commitment loss); quantizer dropout (1..K codebooks per step) so that decoding
 from the first K' codebooks works, which Whisper-GPT's coarse-only audio needs. With `adv_weight > 0`,
-EnCodec's multi-scale STFT discriminator (halm.audio.discriminator) adds a hinge adversarial loss and
+EnCodec's multi-scale STFT discriminator (halm.codec.discriminator) adds a hinge adversarial loss and
 feature matching, and is trained alongside (its weights and optimizer are checkpointed with the rest);
 off by default: it makes a step ~3.5x slower on one CPU thread (docs/results.md: what 1,600 steps of it bought).
 With `pitch_weight > 0` (ours, not EnCodec's), a linear head must read the input's F0 and voicing (YIN,
 `pitch_targets`) off the quantized latent at every frame: a probe found that the latents of codecs
 trained with the losses above carry almost no pitch (docs/results.md), so no decoder could render it.
 `stft_weight > 0` adds a linear-frequency multi-resolution STFT loss (`MultiResolutionSTFTLoss`), and
-`decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.audio.codec.Snake`): an ELU
+`decoder_activation="snake"` replaces the decoder's ELUs by Snake (`halm.codec.model.Snake`): an ELU
 decoder of this size renders even a single clip it is fitted to at the 75 Hz frame rate, a Snake one
 can leave it (benchmarks/codec_pitch_overfit.py, docs/results.md). `harmonics=K` adds a harmonic branch
-(`halm.audio.harmonic.HarmonicBranch`) whose pitch head is the trainer's (so it needs `pitch_weight > 0`);
+(`halm.codec.harmonic.HarmonicBranch`) whose pitch head is the trainer's (so it needs `pitch_weight > 0`);
 it has its own optimizer and may join a run with a plain pitch head through --init-from, starting silent
 from that head. `branch_weight > 0` adds a mel loss on the branch's output alone: without it the branch
 stayed at a few percent of the output next to the decoder's frame-rate pulse (docs/results.md).
@@ -48,18 +48,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from halm.audio.codec import Codec, build_encodec, fast_padding
-from halm.audio.codec_losses import (
+from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
+from halm.codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from halm.codec.harmonic import decode_latent
+from halm.codec.losses import (
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     pitch_loss,
     pitch_targets,
     stft_magnitudes,
 )
-from halm.audio.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from halm.audio.harmonic import decode_latent
-from halm.audio.rvq import RVQTrainer
-from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
+from halm.codec.model import Codec, build_encodec, fast_padding
+from halm.codec.rvq import RVQTrainer
 from halm.errors import UserError
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
@@ -80,7 +80,7 @@ class CodecTrainConfig:
     num_filters: int = 16
     hidden_size: int = 128
     num_lstm_layers: int = 2
-    decoder_activation: str = "elu"  # "snake": Snake instead of ELU in the decoder (halm.audio.codec.Snake; ours, as DAC)
+    decoder_activation: str = "elu"  # "snake": Snake instead of ELU in the decoder (halm.codec.model.Snake; ours, as DAC)
     n_codebooks: int = 8
     codebook_size: int = 1024
     segment_seconds: float = 0.5
@@ -93,7 +93,8 @@ class CodecTrainConfig:
     kmeans_iters: int = 10
     ae_warmup_steps: int = 1200  # plain autoencoder first, so k-means starts from informative latents
     commit_weight: float = 0.25
-    latent_weight: float = 1.0  # (rms(latent) - 1)^2: holds the latent scale near 1 (it drifted to ~50, then collapsed under the commitment loss)
+    # (rms(latent) - 1)^2: holds the latent scale near 1 (it drifted to ~50, then collapsed under the commitment loss)
+    latent_weight: float = 1.0
     wave_weight: float = 0.1
     mel_weight: float = 1.0
     mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: fixed 1e-5 (runs before v1)
@@ -103,8 +104,10 @@ class CodecTrainConfig:
     disc_filters: int = 16  # channels of each discriminator scale (EnCodec: 32)
     disc_lr: float = 3e-4  # the discriminator's Adam learning rate (betas as the codec's)
     pitch_weight: float = 0.0  # > 0: a linear head reads log F0 + voicing of the input off the quantized latent (ours)
-    harmonics: int = 0  # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.audio.harmonic.HarmonicBranch; ours)
-    harmonic_envelope: int = 0  # > 0: the branch's amplitudes come from a spectral envelope of this many mel-spaced points (0: one per harmonic)
+    # > 0: a harmonic branch with this many harmonics, driven by the pitch head (halm.codec.harmonic.HarmonicBranch; ours)
+    harmonics: int = 0
+    # > 0: the branch's amplitudes come from a spectral envelope of this many mel-spaced points (0: one per harmonic)
+    harmonic_envelope: int = 0
     decoder_gate: float = 0.0  # in [0, 1]: the decoder's output is scaled by 1 - decoder_gate * voicing (voiced frames are the branch's)
     branch_weight: float = 0.0  # > 0: the branch's output alone must match the input too (mel loss), so it learns the voiced envelope
     stft_weight: float = 0.0  # > 0: linear-frequency STFT loss (spectral convergence + log magnitude), resolves harmonics
@@ -165,7 +168,7 @@ class AudioCrops:
 
     def __init__(self, sources: list[str], sample_rate: int, segment: int, progress: bool = True):
         from halm.audio.io import AudioError, load_audio
-        from halm.data import open_source
+        from halm.audio.sources import open_source
 
         self.clips, self.skipped = [], []
         items = [it for s in sources for it in open_source(s)]
@@ -389,7 +392,8 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             row = {"step": step, "loss": round(loss.item(), 5), "mel": round(l_mel.item(), 5), "wave": round(l_wave.item(), 5),
                    "commit": round(commit.item(), 5), "n_q": n_q,
                    "latent_rms": round(emb.detach().pow(2).mean().sqrt().item(), 4),
-                   "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4), "x_realtime": round(rt, 2)}
+                   "cb0_batch_usage": None if codes is None else round(codes[0].unique().numel() / cfg.codebook_size, 4),
+                   "x_realtime": round(rt, 2)}
             if disc is not None:
                 row.update(adv=round(l_adv.item(), 5), feat=round(l_feat.item(), 5), disc=round(l_disc.item(), 5))
             if stft_loss is not None:
