@@ -21,17 +21,17 @@ Metrics per corpus (and pooled over all clips):
   clips): the median relative error of each formant, and the share of frames with either > 20% off.
 - hop_periodicity: normalized autocorrelation of the waveform at a lag of one codec frame (hop_length
   samples), for the original, the decoding and the baseline (mean over clips): a decoder that emits
-  nearly the same waveform every frame scores near 1 (v2 of halm-small: 0.91 on speech), while the
+  nearly the same waveform every frame scores near 1 (a frame-locked decoder: ~0.9 on speech), while the
   original's value is whatever its pitch gives (low unless the F0 divides the frame rate).
 - frame_locked_share: the share of the waveform's energy in one fixed hop_length-sample waveform repeated
   in every frame of the clip (n * |mean frame|^2 / sum |frame|^2; same three, mean over clips). A real
   voice drifts in phase against the frames and averages out (~1/frames for noise), unless its F0 is a
   multiple of the frame rate throughout; a decoder that stamps one pulse shape on every frame does not
-  (v2 of halm-small: 0.47 on 8 held-out speech clips whose own share is 0.004). Unlike
+  (a frame-locked decoder: ~0.5 on held-out speech clips whose own share is ~0.004). Unlike
   hop_periodicity it is not raised by a voice whose period happens to divide the hop.
 `per_clip` lists every clip's own scores with its attributes (e.g. the synthetic speech's voice and
 base pitch) and the median F0 of the original and of each decoding, for a breakdown of which voices
-or sounds a codec keeps (v2 of halm-small decodes every voice at 75 Hz, its frame rate).
+or sounds a codec keeps (a frame-locked decoder renders every voice at its frame rate, 75 Hz).
 The naive baseline at the same bitrate: 8-bit mu-law at sample rate bitrate / 8 (e.g. 375 Hz at
 3 kbps), resampled back up.
 """

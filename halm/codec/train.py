@@ -64,8 +64,9 @@ from halm.errors import UserError
 
 STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how a run executes; may change on resume
-# fields added after runs were made: a run folder whose train_config.json lacks one was trained with this value
-LEGACY = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
+# a run folder whose train_config.json lacks one of these fields (written before the field existed) was trained with
+# this value; resume and --init-from read it so
+MISSING_FIELD_VALUES = {"ema_every_codebook": False, "latent_weight": 0.0, "adv_weight": 0.0, "feat_weight": 2.0, "disc_filters": 16,
           "disc_lr": 3e-4, "pitch_weight": 0.0, "stft_weight": 0.0, "decoder_activation": "elu",
           "harmonics": 0, "branch_weight": 0.0, "harmonic_envelope": 0, "decoder_gate": 0.0}
 # what a checkpoint must share with a run that starts from it (--init-from)
@@ -97,7 +98,7 @@ class CodecTrainConfig:
     latent_weight: float = 1.0
     wave_weight: float = 0.1
     mel_weight: float = 1.0
-    mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: fixed 1e-5 (runs before v1)
+    mel_floor_db: float | None = 80.0  # log-mel floor below each clip's peak; None: a fixed floor of 1e-5
     quantizer_dropout: bool = True
     adv_weight: float = 0.0  # hinge loss of the STFT discriminator on the decoder; 0: no discriminator (EnCodec: 3)
     feat_weight: float = 2.0  # its feature-matching loss (HiFi-GAN: 2 with adv 1; EnCodec: 3 and 3); used only when adv_weight > 0
@@ -225,7 +226,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     cfg_path = out / "train_config.json"
     mine = json.loads(json.dumps(asdict(cfg)))  # as stored (tuples become lists)
     if cfg_path.exists():
-        old = {**LEGACY, **json.loads(cfg_path.read_text())}
+        old = {**MISSING_FIELD_VALUES, **json.loads(cfg_path.read_text())}
         changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
         if changed:
             hint = " ".join(f"{k}={json.dumps(a)}" for k, (a, _) in changed.items())
@@ -273,7 +274,7 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
         resume_dir = complete_checkpoint_dir(Path(init_from) / "train_state", STATE_FILES)
         if resume_dir is None:
             raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {Path(init_from) / 'train_state'}")
-        src = {**LEGACY, **json.loads((Path(init_from) / "train_config.json").read_text())}
+        src = {**MISSING_FIELD_VALUES, **json.loads((Path(init_from) / "train_config.json").read_text())}
         differ = {k: (src.get(k), mine[k]) for k in ARCHITECTURE if src.get(k) != mine[k]}
         if src["harmonics"] not in (0, mine["harmonics"]):  # a harmonic branch may be added, not changed
             differ["harmonics"] = (src["harmonics"], mine["harmonics"])

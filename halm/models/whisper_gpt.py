@@ -44,7 +44,7 @@ class WhisperGPTConfig:
     mel_zero: bool = False  # ablation: the mel input is replaced by zeros (same parameters, no mel information)
     # "identity": the fusion starts as [I | 0] (token part identity, mel part zero), so the hybrid starts
     # as the token-only GPT and learns to use the mel; "random": GPT-2 init like every other linear
-    # (runs before 2026-11-21 used it; it sits on a plateau for its first ~40 steps)
+    # (it sits on a plateau for its first ~40 steps)
     fuse_init: str = "identity"
     dropout: float = 0.0
 
