@@ -9,6 +9,8 @@ the prompt's index). Measured on the generated part, against the prompt's real a
 - the judge's speech heads (when the judge has them): does the judge give the continuation the accent /
   timbre / pitch class it gives the prompt, and the prompt voice's true accent?
 With --fine RUN (a second-stage run, --preset fine-s) the continuation is decoded from all codebooks.
+With --references, the ceilings too: the real audio that follows each prompt (the same voice going on), as it
+is and through the dataset's codec from the coarse codebook and from all codebooks.
 Writes OUT/MODEL/NNN.wav, OUT/continuations.png (prompt + continuation per model for the first 4
 prompts) and one row per model into --results.
 
@@ -28,10 +30,12 @@ from pathlib import Path
 import numpy as np
 
 SPEECH_HEADS = ("accent", "timbre", "pitch", "rate")
+REST_MIN_S = 1.5  # the ceilings use prompts whose clip goes on for at least this long after the prompt
 
 
-def prompts(data: str, n: int, prompt_seconds: float) -> list[dict]:
-    """The first n test-split source clips of a prepared dataset that are long enough for a prompt."""
+def prompts(data: str, n: int, prompt_seconds: float, seconds: float = 4.0) -> list[dict]:
+    """The first n test-split source clips of a prepared dataset that are long enough for a prompt; "rest" is
+    the real audio that follows the prompt (up to `seconds` of it)."""
     from halm.audio import load_audio
     from halm.data import open_dataset, open_source
 
@@ -43,7 +47,9 @@ def prompts(data: str, n: int, prompt_seconds: float) -> list[dict]:
     for it in items:
         wav, sr = load_audio(it.path)
         if wav.shape[1] >= prompt_seconds * sr:
-            out.append({"id": it.id, "wav": wav[:, : int(prompt_seconds * sr)], "sr": sr, "attributes": it.attributes})
+            cut = int(prompt_seconds * sr)
+            out.append({"id": it.id, "wav": wav[:, :cut], "rest": wav[:, cut: cut + int(seconds * sr)], "sr": sr,
+                        "attributes": it.attributes})
         if len(out) == n:
             break
     return out
@@ -67,8 +73,52 @@ def judge_speech(judge, wavs: list[np.ndarray], sr: int) -> dict[str, list[str]]
     return {h: [judge.cfg.attributes[h][int(i)] for i in post[h].argmax(-1)] for h in SPEECH_HEADS if h in post}
 
 
-def run(args) -> dict:
+def voice_scores(name: str, gens: list[np.ndarray], sr: int, items: list[dict], prompt_stats, judge, heads,
+                 judged_prompts, truth) -> dict:
+    """F0 ratio, voicing share and the judge's speech heads of `gens` (one clip per prompt) against the prompts."""
+    stats = [median_f0(g, sr) for g in gens]
+    ratios = np.array([c[0] / p[0] for c, p in zip(stats, prompt_stats)])  # nan where either is unvoiced
+    ok = np.isfinite(ratios)
+    row = {"model": name, "n_prompts": len(items),
+           "f0_ratio_median": float(np.median(ratios[ok])) if ok.any() else None,
+           "f0_within_20pct": float(np.mean(np.abs(ratios[ok] - 1) <= 0.2)) if ok.any() else None,
+           "f0_ratio_iqr": [float(np.percentile(ratios[ok], 25)), float(np.percentile(ratios[ok], 75))] if ok.any() else None,
+           "voicing_share": float(np.mean([s[1] for s in stats])),
+           "voicing_share_prompt": float(np.mean([s[1] for s in prompt_stats]))}
+    if heads:
+        judged = judge_speech(judge, gens, sr)
+        row["judge_agrees_with_prompt"] = {h: float(np.mean([a == b for a, b in zip(judged[h], judged_prompts[h])]))
+                                           for h in heads}
+        row["judge_true_accent"] = float(np.mean([j == t.get("accent") for j, t in zip(judged["accent"], truth)]))
+    return row
 
+
+def reference_rows(args, items, prompt_stats, judge, heads, judged_prompts, truth) -> list[dict]:
+    """The ceilings: the real audio that follows each prompt (the same voice going on), as it is and through the
+    dataset's codec from its coarse codebook and from all of them (what a continuation decoded so can reach).
+    Prompts whose clip has less than REST_MIN_S after the prompt are left out of these rows."""
+    import torch
+
+    from halm.codec.model import Codec
+
+    keep = [i for i, it in enumerate(items) if it["rest"].shape[1] >= REST_MIN_S * it["sr"]]
+    sub = [items[i] for i in keep]
+    ps = [prompt_stats[i] for i in keep]
+    jp = {h: [v[i] for i in keep] for h, v in judged_prompts.items()}
+    tr = [truth[i] for i in keep]
+    sr = sub[0]["sr"]
+    codec = Codec.load(json.loads((Path(args.data) / "index.json").read_text())["codec"]["name"])
+    real = [it["rest"][0] for it in sub]
+    codes = [codec.encode(torch.from_numpy(w)[None, None], sr) for w in real]  # (1, K, T) each
+    rows = [voice_scores("real continuation", real, sr, sub, ps, judge, heads, jp, tr)]
+    for k, label in ((1, "real continuation via the codec, coarse codebook"),
+                     (codec.n_codebooks, f"real continuation via the codec, all {codec.n_codebooks} codebooks")):
+        dec = [codec.decode(c[:, :k])[0, 0, : len(w)].float().cpu().numpy() for c, w in zip(codes, real)]
+        rows.append({**voice_scores(label, dec, codec.sample_rate, sub, ps, judge, heads, jp, tr), "codebooks": k})
+    return rows
+
+
+def run(args) -> dict:
     from halm.audio import save_audio
     from halm.audio.mel import DISPLAY_HOP, display_mel
     from halm.generate import generate_continuation
@@ -76,7 +126,7 @@ def run(args) -> dict:
     from halm.plots import plot_continuation_grid
     from halm.runs import load_run
 
-    items = prompts(args.data, args.n, args.prompt_seconds)
+    items = prompts(args.data, args.n, args.prompt_seconds, args.seconds)
     if len(items) < args.n:
         print(f"only {len(items)} test clips are at least {args.prompt_seconds} s long", flush=True)
     fine = load_run(args.fine)[0] if args.fine else None
@@ -88,7 +138,7 @@ def run(args) -> dict:
     truth = [attributes_of(it["attributes"]) for it in items]
     # the spectrogram grid: the real prompt, then each model's prompt + continuation (first 4 prompts)
     grid = [[(f"real prompt {it['id']}", display_mel(it["wav"][0], it["sr"])[0])] for it in items[:4]]
-    rows = []
+    rows = reference_rows(args, items, prompt_stats, judge, heads, judged_prompts, truth) if args.references else []
     for spec in args.runs:
         name, _, path = spec.partition("=")
         model, rc = load_run(path)
@@ -102,27 +152,16 @@ def run(args) -> dict:
             gens.append(r["audio"][len(r["audio"]) - int(round(r["seconds_generated"] * sr_out)):])  # the generated part
             if i < 4:
                 grid[i].append((f"{name}: prompt + continuation", display_mel(r["audio"], sr_out)[0]))
-        stats = [median_f0(g, sr_out) for g in gens]
-        ratios = np.array([c[0] / p[0] for c, p in zip(stats, prompt_stats)])  # nan where either is unvoiced
-        ok = np.isfinite(ratios)
-        row = {"model": name, "run": str(path), "n_prompts": len(items), "prompt_seconds": args.prompt_seconds,
-               "seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
-               "codebooks": fine.cfg.n_q if fine else 1, "f0_ratio_median": float(np.median(ratios[ok])) if ok.any() else None,
-               "f0_within_20pct": float(np.mean(np.abs(ratios[ok] - 1) <= 0.2)) if ok.any() else None,
-               "f0_ratio_iqr": [float(np.percentile(ratios[ok], 25)), float(np.percentile(ratios[ok], 75))] if ok.any() else None,
-               "voicing_share": float(np.mean([s[1] for s in stats])),
-               "voicing_share_prompt": float(np.mean([s[1] for s in prompt_stats])),
+        row = {**voice_scores(name, gens, sr_out, items, prompt_stats, judge, heads, judged_prompts, truth),
+               "run": str(path), "prompt_seconds": args.prompt_seconds, "seconds": args.seconds,
+               "temperature": args.temperature, "top_k": args.top_k, "codebooks": fine.cfg.n_q if fine else 1,
                "generate_s": round(time.perf_counter() - t0, 1)}
-        if heads:
-            judged = judge_speech(judge, gens, sr_out)
-            row["judge_agrees_with_prompt"] = {h: float(np.mean([a == b for a, b in zip(judged[h], judged_prompts[h])]))
-                                               for h in heads}
-            row["judge_true_accent"] = float(np.mean([j == t.get("accent") for j, t in zip(judged["accent"], truth)]))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    png = plot_continuation_grid(grid, sr_out / DISPLAY_HOP, args.prompt_seconds, Path(args.out) / "continuations.png")
+    png = plot_continuation_grid(grid, sr_out / DISPLAY_HOP, args.prompt_seconds, Path(args.out) / "continuations.png") \
+        if sr_out else None
     result = {"data": str(args.data), "fine": str(args.fine) if args.fine else None, "judge_sha256": judge_hash(args.judge),
-              "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png),
+              "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png) if png else None,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +172,9 @@ def run(args) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="prepared dataset whose test split gives the prompts")
-    p.add_argument("--runs", nargs="+", required=True, help="NAME=RUN pairs (gpt / whisper_gpt runs)")
+    p.add_argument("--runs", nargs="*", default=[], help="NAME=RUN pairs (gpt / whisper_gpt runs)")
+    p.add_argument("--references", action="store_true", help="also the ceilings: the real audio after each prompt, "
+                   "as it is and through the codec (coarse codebook / all codebooks)")
     p.add_argument("--fine", help="second-stage run (--preset fine-s): decode from all codebooks")
     p.add_argument("--judge", help="judge directory (default: the shipped one; speech heads are used if it has them)")
     p.add_argument("--n", type=int, default=30, help="prompts (default 30)")
