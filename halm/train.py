@@ -48,6 +48,7 @@ from halm import __version__
 from halm.checkpoint import atomic_write_text, file_sha256, truncate_metrics, write_checkpoint_dir
 from halm.config import apply_overrides, config_differences
 from halm.errors import TrainingDiverged, UserError
+from halm.parallel import dist_setup, load_optimizer_state, shard_model, training_snapshot
 from halm.runs import checkpoint_dir, read_run_config
 
 
@@ -249,10 +250,6 @@ class _LossModule(nn.Module):
 
 
 # ---- run directory ------------------------------------------------------------------------------
-def _state_dict_for_saving(model: nn.Module) -> dict:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-
-
 def save_checkpoint(run: Path, weights: dict, ema: dict | None, optimizer: dict, state: dict):
     """Write RUN/checkpoint atomically: the model's (and EMA's) weights, the optimizer state and the loop state."""
     from halm.checkpoint import save_weights
@@ -266,61 +263,7 @@ def save_checkpoint(run: Path, weights: dict, ema: dict | None, optimizer: dict,
     write_checkpoint_dir(run / "checkpoint", write)
 
 
-# ---- FSDP: the model sharded across processes -------------------------------------------------------
-_FULL = None  # StateDictOptions(full_state_dict=True, cpu_offload=True), made on first use
-
-
-def _full_options():
-    global _FULL
-    if _FULL is None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-        _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return _FULL
-
-
-def shard_model(core: nn.Module) -> nn.Module:
-    """fully_shard every transformer block (the decoder's and a mel path's), then the root (embeddings, heads, text
-    projection, ...). The root's forward is the loss, so every parameter is gathered where it is used."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    from halm.models.layers import Block
-
-    mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
-    for m in core.modules():
-        if isinstance(m, Block):
-            fully_shard(m, mesh=mesh)
-    return fully_shard(core, mesh=mesh)
-
-
-def training_snapshot(core: nn.Module, model: nn.Module, ema, optimizer, fsdp: bool) -> tuple[dict, dict | None, dict]:
-    """(weights, EMA weights, optimizer state) to save. With FSDP a collective (every rank calls it; rank 0 gets the
-    full tensors, on the CPU); else the process's own copies."""
-    if not fsdp:
-        return _state_dict_for_saving(model), (_state_dict_for_saving(ema) if ema is not None else None), \
-            optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-    full = get_model_state_dict(core, options=_full_options())
-    weights = {k.removeprefix("model."): v.contiguous() for k, v in full.items()}
-    return weights, None, get_optimizer_state_dict(core, optimizer, options=_full_options())
-
-
 # ---- the loop -----------------------------------------------------------------------------------
-def _dist_setup() -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    return rank, world, device
-
-
 def train(preset: str | None, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
           progress: bool = True, init_from: str | None = None) -> dict:
     """Train (or resume) a run; returns a summary dict. Overrides may name model or train fields.
@@ -375,7 +318,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         tcfg = dataclasses.replace(tcfg, steps=steps)
     steps_given = steps is not None or any(o.partition("=")[0].strip() == "steps" for o in t_over)
 
-    rank, world, device = _dist_setup()
+    rank, world, device = dist_setup()
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     if tcfg.batch_size % (world * tcfg.accum):
@@ -485,12 +428,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
     optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas),
                                   fused=device.type == "cuda")  # after sharding: FSDP's parameters are the shards
     if st is not None:
-        if fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(core, optimizer, st["optimizer"], options=StateDictOptions(full_state_dict=True))
-        else:
-            optimizer.load_state_dict(st["optimizer"])
+        load_optimizer_state(core, optimizer, st["optimizer"], fsdp)
     use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     writer = None
