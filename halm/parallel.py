@@ -32,16 +32,11 @@ def cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-_FULL = None  # StateDictOptions(full_state_dict=True, cpu_offload=True), made on first use
-
-
 def _full_options():
-    global _FULL
-    if _FULL is None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
+    """Full (unsharded) tensors, offloaded to the CPU: what a checkpoint saves."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return _FULL
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def shard_model(core: nn.Module) -> nn.Module:
