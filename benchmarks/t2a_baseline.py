@@ -47,13 +47,14 @@ def score(args) -> dict:
         out = Path(args.out) / f"{Path(args.run).resolve().parent.name}_cfg{cfg:g}_seed{args.seed}"
         sc = eval_t2a(args.run, args.captions, str(out), n=args.n, cfg_coef=cfg, seed=args.seed, progress=False,
                       codec_ceiling=True)
-        run_name = "/".join(Path(args.run).resolve().parts[-2:]) if best.exists() else Path(args.run).name
+        run_name = getattr(args, "run_name", None) or (
+            "/".join(Path(args.run).resolve().parts[-2:]) if best.exists() else Path(args.run).name)
         row = {"domain": args.domain, "setting": args.setting, "run": run_name, "seed": rc["train"]["seed"],
                "sample_seed": args.seed, "cfg": cfg, "steps": steps,
                "train_tokens": steps * rc["train"]["batch_size"] * rc["model"]["context"],
                "nll": ev["nll"], "nll_uncond": ev.get("nll_uncond"), "fad": sc["fad"], "fad_std": sc["fad_std"],
                "fad_inf": sc["fad_inf"], "kl": sc["kl"], "clap": sc["clap"], "controllability": sc["controllability"],
-               "n_clips": sc["n"], "seconds": sc["seconds"]}
+               "n_clips": sc["n"], "seconds": sc["seconds"], **getattr(args, "extra", {})}
         # two processes (other runs) may share one --results file: read-modify-write under a lock
         lock = open(str(args.results) + ".lock", "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -90,10 +91,15 @@ def pct(v) -> str:
     return "—" if v is None or v != v else f"{100 * v:.0f}"
 
 
+def baseline_rows(results: dict) -> list[dict]:
+    """The rows this script wrote (rr_experiment.py's rows have their own tables)."""
+    return [r for r in results["rows"] if r.get("experiment") != "rr"]
+
+
 def tables(results: dict) -> str:
     out = []
-    for domain in sorted({r["domain"] for r in results["rows"]}):
-        rows = sorted((r for r in results["rows"] if r["domain"] == domain), key=lambda r: (r["run"], r["cfg"]))
+    for domain in sorted({r["domain"] for r in baseline_rows(results)}):
+        rows = sorted((r for r in baseline_rows(results) if r["domain"] == domain), key=lambda r: (r["run"], r["cfg"]))
         heads = [h for h in HEADS[domain] if any(h in r["controllability"] for r in rows)]
         ref = results["reference"][domain]
         names = [f"{h} (weak)" if h in WEAK else h for h in heads]
@@ -116,10 +122,10 @@ def tables(results: dict) -> str:
 
 def paired(results: dict) -> str:
     """RR minus no-RR for runs of the same domain, training seed, steps, CFG and sampling seed."""
-    base = {(r["domain"], r["seed"], r["steps"], r["cfg"], r["sample_seed"]): r for r in results["rows"]
+    base = {(r["domain"], r["seed"], r["steps"], r["cfg"], r["sample_seed"]): r for r in baseline_rows(results)
             if r["setting"] == "none"}
     out = []
-    for r in sorted(results["rows"], key=lambda r: (r["domain"], r["steps"], r["setting"])):
+    for r in sorted(baseline_rows(results), key=lambda r: (r["domain"], r["steps"], r["setting"])):
         b = base.get((r["domain"], r["seed"], r["steps"], r["cfg"], r["sample_seed"]))
         if r["setting"] == "none" or b is None:
             continue
