@@ -35,22 +35,6 @@ def apply_overrides(cfg, pairs: list[str]):
     return dataclasses.replace(cfg, **changes)
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """'field: X there vs Y asked' for every setting that must match to resume (train.steps may change)."""
-    out = []
-    for part in ("model", "train"):
-        for k in sorted(set(old[part]) | set(new[part])):
-            if k != "steps" and old[part].get(k) != new[part].get(k):
-                out.append(f"{part}.{k}: {old[part].get(k)!r} there vs {new[part].get(k)!r} asked")
-    if old["family"] != new["family"]:
-        out.append(f"family: {old['family']} there vs {new['family']} asked")
-    for k in ("path", "codec", "mel", "mel_source"):
-        a, b = old["data"].get(k), new["data"].get(k)
-        if a != b:
-            out.append(f"data.{k}: {a!r} there vs {b!r} asked" if k == "path" else f"data.{k} differs")
-    return out
-
-
 def resolve_device(spec, flag: str = "--device"):
     """"auto" -> the first CUDA device when there is one, else the CPU; "cpu", "cuda", "cuda:N" as asked. A
     CUDA device that is not there is a UserError naming `flag`, not a crash inside the first kernel."""

@@ -149,11 +149,10 @@ class JudgeConfig:
 
 def log_mel16(wav: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     """wav (N,) at 16 kHz -> log-mel (M, F), 50 frames/s."""
-    from halm.audio.mel import mel_filterbank
+    from halm.audio.mel import mel_filterbank, stft_magnitude
 
     fb = torch.from_numpy(mel_filterbank(SAMPLE_RATE, N_FFT, n_mels)).float()
-    spec = torch.stft(wav, N_FFT, hop_length=HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
-    return torch.log10((fb @ spec).clamp_min(1e-6))
+    return torch.log10((fb @ stft_magnitude(wav, N_FFT, HOP, power=2)).clamp_min(1e-6))
 
 
 CHROMA_FFT = 4096  # 3.9 Hz bins: a semitone is >= 2 bins from 65 Hz up
@@ -178,8 +177,9 @@ def chroma16(wav: torch.Tensor) -> torch.Tensor:
     """wav (N,) at 16 kHz -> chroma frames (24, F) at the log-mel's 50 frames/s: magnitude per pitch class."""
     if wav.shape[-1] <= CHROMA_FFT // 2:  # the centred STFT needs more than half a window: pad a very short clip
         wav = F.pad(wav, (0, CHROMA_FFT // 2 + 1 - wav.shape[-1]))
-    spec = torch.stft(wav, CHROMA_FFT, hop_length=HOP, window=torch.hann_window(CHROMA_FFT), return_complex=True).abs()
-    return _chroma_map() @ spec  # (24, F)
+    from halm.audio.mel import stft_magnitude
+
+    return _chroma_map() @ stft_magnitude(wav, CHROMA_FFT, HOP)  # (24, F)
 
 
 def _valid(f_out: int, frames: torch.Tensor, f_in: int) -> torch.Tensor:
@@ -367,12 +367,28 @@ def load_judge(path: str | os.PathLike | None = None) -> Judge:
 
 def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,
                 attr_weight: float = 1.0, seed: int = 0, heldout: list[str] | None = None, progress: bool = True,
-                device="cpu") -> dict:
+                device="cpu", warmup_steps: int = 100, ckpt_every: int = 250) -> dict:
     """Train the judge on the captioned clips of `sources`; evaluate on `heldout` if given; save to `out`.
 
     Deterministic for a seed on one machine (one thread order: torch's CPU kernels). device: "cpu",
-    "cuda[:N]" or "auto" (the clips' features stay on the CPU; each batch moves)."""
+    "cuda[:N]" or "auto" (the clips' features stay on the CPU; each batch moves). The run kit
+    (halm.runkit) keeps OUT: OUT/.lock while training, train_config.json, train_state/ every ckpt_every
+    steps (a rerun of the same command resumes the same trajectory; a higher `steps` extends it),
+    metrics.jsonl and tb/; the judge itself is OUT/config.json + OUT/model.safetensors."""
+    from halm.runkit import TrainingRun
+
+    settings = {"sources": [str(Path(s).resolve()) for s in sources], "steps": steps, "batch_size": batch_size,
+                "lr": lr, "attr_weight": attr_weight, "seed": seed, "warmup_steps": warmup_steps}
+    with TrainingRun(out, config_file="train_config.json", state_dir="train_state") as kit:
+        kit.settings(settings, may_change=("steps",))
+        return _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device,
+                            warmup_steps, ckpt_every)
+
+
+def _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device, warmup_steps,
+                 ckpt_every) -> dict:
     from halm.config import resolve_device
+    from halm.runkit import warmup_cosine
 
     device = resolve_device(device)
     torch.manual_seed(seed)
@@ -393,12 +409,26 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
                                for c in clips], device=device) for k, vals in cfg.attributes.items()}
     caption_id = torch.from_numpy(np.unique([c["text"] for c in clips], return_inverse=True)[1]).to(device)
     describes = torch.tensor([c.get("describes", True) for c in clips], device=device)
-    log, t0 = [], time.perf_counter()
-    bar = tqdm(range(steps), desc="judge train", disable=not progress, dynamic_ncols=True)
+    start, ck = 0, kit.last_checkpoint()
+    if ck is not None:  # resume: the weights, the optimizer, both random streams and the step
+        weights, st = kit.load(ck, device)
+        judge.load_state_dict(weights["model"])
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = json.loads(st["rng"])
+        torch.set_rng_state(st["torch_rng"].cpu())
+        start = int(st["step"])
+    log, t0 = kit.metrics(start), time.perf_counter()
+
+    def save(done: int):
+        kit.save({"model": judge.state_dict()}, {"optimizer": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                                                 "torch_rng": torch.get_rng_state(), "step": done})
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="judge train", disable=not progress,
+               dynamic_ncols=True)
     judge.train()
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            g["lr"] = warmup_cosine(step, lr, warmup_steps, steps)
         idx = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
         mel, chroma, frames = (x.to(device) for x in _batch([clips[i] for i in idx], n_frames, rng))
         idx = torch.from_numpy(idx).to(device)
@@ -419,15 +449,20 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
         loss.backward()
         opt.step()
         if (step + 1) % 20 == 0 or step + 1 == steps:
-            log.append({"step": step + 1, "loss": round(loss.item(), 4), "contrastive": round(contrastive.item(), 4)})
+            log({"step": step + 1, "loss": round(loss.item(), 4), "contrastive": round(contrastive.item(), 4),
+                 "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            save(step + 1)
+    if kit.last_checkpoint() is None:  # steps 0: nothing trained, still a complete folder
+        save(start)
+    log.close()
     judge.cpu().eval()  # saved and evaluated on the CPU
     result = {"steps": steps, "clips": len(clips), "train_seconds": round(time.perf_counter() - t0, 1),
-              "attributes": {k: len(v) for k, v in cfg.attributes.items()}, "log": log}
+              "attributes": {k: len(v) for k, v in cfg.attributes.items()}}
     if heldout:
         result["heldout"] = evaluate_judge(judge, heldout, progress=progress)
-    save_judge(judge, out, {"sources": [str(s) for s in sources], "train": {k: v for k, v in result.items() if k != "log"}})
-    (Path(out) / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    save_judge(judge, kit.folder, {"sources": [str(s) for s in sources], "train": result})
     return result
 
 

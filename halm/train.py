@@ -31,7 +31,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -45,15 +44,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from halm import __version__
-from halm.checkpoint import atomic_write_text, file_sha256, truncate_metrics, write_checkpoint_dir
-from halm.config import apply_overrides, config_differences
+from halm.checkpoint import atomic_write_text, file_sha256
+from halm.config import apply_overrides
 from halm.errors import TrainingDiverged, UserError
 from halm.parallel import dist_setup, load_optimizer_state, shard_model, training_snapshot
-from halm.runs import checkpoint_dir, read_run_config
-
-
-class RunMismatch(UserError):
-    """An existing run directory was made with other settings."""
+from halm.runkit import RunMismatch, TrainingRun, warmup_cosine
+from halm.runs import read_run_config
 
 
 @dataclass
@@ -231,11 +227,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine from lr to lr * min_lr_ratio at `steps`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    """Linear warm-up over warmup_steps, then cosine from lr to lr * min_lr_ratio at `steps` (the run kit's)."""
+    return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
 class _LossModule(nn.Module):
@@ -249,20 +242,6 @@ class _LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-# ---- run directory ------------------------------------------------------------------------------
-def save_checkpoint(run: Path, weights: dict, ema: dict | None, optimizer: dict, state: dict):
-    """Write RUN/checkpoint atomically: the model's (and EMA's) weights, the optimizer state and the loop state."""
-    from halm.checkpoint import save_weights
-
-    def write(folder: Path):
-        save_weights(weights, str(folder / "model.safetensors"))
-        if ema is not None:
-            save_weights(ema, str(folder / "ema.safetensors"))
-        torch.save({**state, "optimizer": optimizer}, folder / "state.pt")
-
-    write_checkpoint_dir(run / "checkpoint", write)
-
-
 # ---- the loop -----------------------------------------------------------------------------------
 def train(preset: str | None, data: str, out: str, steps: int | None = None, overrides: list[str] | None = None,
           progress: bool = True, init_from: str | None = None) -> dict:
@@ -273,20 +252,12 @@ def train(preset: str | None, data: str, out: str, steps: int | None = None, ove
     weights are read once, when `out` has no checkpoint yet; resuming continues from `out`'s own.
 
     The run folder is locked while training (rank 0 holds RUN/.lock): a second process on it is refused."""
-    from halm.checkpoint import FolderLock
-
-    lock = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
-    if lock is not None:
-        lock.acquire()
-    try:
-        return _train(preset, data, out, steps, overrides, progress, init_from)
-    finally:
-        if lock is not None:
-            lock.release()
+    with TrainingRun(out, rank=int(os.environ.get("RANK", "0"))) as kit:
+        return _train(kit, preset, data, steps, overrides, progress, init_from)
 
 
-def _train(preset: str | None, data: str, out: str, steps: int | None, overrides: list[str] | None, progress: bool,
-           init_from: str | None = None) -> dict:
+def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, overrides: list[str] | None,
+           progress: bool, init_from: str | None = None) -> dict:
     from halm.data import open_dataset
     from halm.metrics.lm import evaluate_lm, evaluate_t2a
     from halm.models import build_model, config_from_dict, count_params, preset_config
@@ -345,7 +316,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         if (mcfg.n_mels, mcfg.frames_per_token) != (mel.n_mels, mel.frames_per_token):
             raise UserError(f"model expects mel ({mcfg.frames_per_token} x {mcfg.n_mels}) but {data} has "
                              f"({mel.frames_per_token} x {mel.n_mels}); add --set n_mels=… frames_per_token=…")
-    run = Path(out)
+    run = kit.folder
     run_config = {"halm_version": __version__, "preset": preset, "family": family, "model": mcfg.to_dict(),
                   "train": tcfg.to_dict(), "data": {"path": str(Path(data).resolve()), "codec": train_ds.codec,
                                                     "mel": train_ds.index["mel"],
@@ -355,26 +326,19 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         run_config["init_from"] = init
     if (run / "config.json").exists():
         old = read_run_config(run)
-        old = {**old, "model": config_from_dict(old["family"], old["model"]).to_dict()}  # fields added since: defaults
         if old.get("init_from") != run_config.get("init_from"):
             raise RunMismatch(f"{run} was started from {(old.get('init_from') or {}).get('run', 'a random init')}; "
                               f"this command starts from {(init or {}).get('run', 'a random init')}: choose a new --out")
         if not steps_given:  # a rerun without --steps resumes to the run's own length
             tcfg = dataclasses.replace(tcfg, steps=old["train"]["steps"])
             run_config["train"] = tcfg.to_dict()
-        diffs = config_differences(old, run_config)
-        if diffs:
-            raise RunMismatch(f"{run} was made with other settings ({'; '.join(diffs)}); rerun the identical "
-                              f"command to resume (a higher --steps extends it), or choose a new --out")
-        if old["train"]["steps"] != tcfg.steps and rank == 0:  # extending (or shortening) a run: record it
-            atomic_write_text(run / "config.json", json.dumps({**old, "train": tcfg.to_dict()}, indent=2) + "\n")
-    elif rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.json", json.dumps(run_config, indent=2) + "\n")
+    # a resume must match every setting but the length (a higher --steps extends a run; the new one is recorded)
+    kit.settings(run_config, may_change=("train.steps",), skip=("halm_version", "preset", "init_from", "data.frame_rate"),
+                 normalize=lambda old: {**old, "model": config_from_dict(old["family"], old["model"]).to_dict()})
 
     torch.manual_seed(tcfg.seed)
     model = build_model(family, mcfg).to(device)
-    if init is not None and checkpoint_dir(run) is None:
+    if init is not None and kit.last_checkpoint() is None:
         from halm.checkpoint import load_weights
 
         model.load_state_dict(load_weights(init_dir / "model.safetensors", f"restore {init_from}", device=str(device)))
@@ -399,23 +363,20 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         sampler = CropSampler(train_ds, mcfg.context + 1, tcfg.seed, with_mel=model.uses_mel)
     step, tokens_seen, elapsed_before = 0, 0, 0.0
 
-    ck, st = checkpoint_dir(run), None
+    ck, st = kit.last_checkpoint(), None
     if ck is not None:
-        from halm.checkpoint import load_state, load_weights
-
-        fix = f"remove {ck} to train {run} from the start"
-        model.load_state_dict(load_weights(ck / "model.safetensors", fix, device=str(device)))
+        weights, st = kit.load(ck, device)
+        model.load_state_dict(weights["model"])
         if ema is not None:
-            ema.load_state_dict(load_weights(ck / "ema.safetensors", fix, device=str(device)))
-        st = load_state(ck / "state.pt", fix, device)
+            if "ema" not in weights:
+                raise UserError(f"{ck} has no ema.safetensors: {run} was trained without EMA")
+            ema.load_state_dict(weights["ema"])
         step, tokens_seen, elapsed_before = st["step"], st["tokens"], st["elapsed"]
         if step > tcfg.steps:
             raise UserError(f"{run} is at step {step}; --steps {tcfg.steps} would end it before that (give --steps >= "
                             f"{step} to extend it, or use another --out)")
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"].cpu())
-        if rank == 0:  # drop log lines written after the checkpoint by the interrupted run
-            truncate_metrics(run / "metrics.jsonl", step)
 
     n_params = count_params(model)
     core = _LossModule(model)
@@ -431,25 +392,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         load_optimizer_state(core, optimizer, st["optimizer"], fsdp)
     use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-    writer = None
-    if rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(run / "tb"), purge_step=step)
-        except ImportError:  # tensorboard is a dependency of halm, but a run must not die for its logs
-            writer = None
-    metrics_f = open(run / "metrics.jsonl", "a") if rank == 0 else None
-
-    def log(record: dict):
-        if rank != 0:
-            return
-        metrics_f.write(json.dumps(record) + "\n")
-        metrics_f.flush()
-        if writer is not None:
-            for k, v in record.items():
-                if k not in ("step", "tokens") and isinstance(v, (int, float)):
-                    writer.add_scalar(k.replace("val_", "val/") if k.startswith("val_") else f"train/{k}", v, record["step"])
+    log = kit.metrics(step)  # metrics.jsonl + tb/ (rank 0), rows an interrupted run logged after `step` dropped
 
     def validate() -> dict:
         if len(dev_ds) == 0:
@@ -473,6 +416,11 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
     def loop_state() -> dict:  # what a resume needs besides the weights and the optimizer
         return {"step": step, "tokens": tokens_seen, "elapsed": elapsed_before + time.perf_counter() - t_start,
                 "sampler": sampler.state(), "torch_rng": torch.get_rng_state()}
+
+    def save(snapshot: tuple, root: Path | None = None):  # RUN/checkpoint (or RUN/best/checkpoint) as a whole
+        weights, ema_weights, opt_state = snapshot
+        kit.save({"model": weights, **({"ema": ema_weights} if ema_weights is not None else {})},
+                 {**loop_state(), "optimizer": opt_state}, root)
 
     # RUN/best: a copy of the run (config.json + checkpoint/) at the step of the lowest dev NLL so far
     best_path = run / "best" / "best.json"
@@ -519,7 +467,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
         if not torch.isfinite(step_loss):
             raise TrainingDiverged(f"step {step + 1}: loss is {step_loss.item()}; items in this process's batch: "
                                    f"{sorted({i for row in ids for i in row})[:20]}. Lower --set lr=… or check those "
-                                   f"items; " + (f"the last good checkpoint is in {run}/checkpoint" if checkpoint_dir(run)
+                                   f"items; " + (f"the last good checkpoint is in {run}/checkpoint" if kit.last_checkpoint()
                                                  else "no checkpoint was written yet"))
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
@@ -559,7 +507,7 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
                     if rank == 0:
                         (run / "best").mkdir(exist_ok=True)
                         atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
-                        save_checkpoint(run / "best", *snapshot, loop_state())
+                        save(snapshot, run / "best")
                         atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
             if world > 1:
                 dist.barrier()
@@ -567,15 +515,12 @@ def _train(preset: str | None, data: str, out: str, steps: int | None, overrides
             if rank == 0 or fsdp:
                 snapshot = training_snapshot(core, model, ema, optimizer, fsdp)
                 if rank == 0:
-                    save_checkpoint(run, *snapshot, loop_state())
+                    save(snapshot)
             if world > 1:
                 dist.barrier()
         pbar.update(1)
     pbar.close()
-    if metrics_f is not None:
-        metrics_f.close()
-    if writer is not None:
-        writer.close()
+    log.close()
     new_tokens = tokens_seen - tokens_at_start
     dt = time.perf_counter() - t_start
     if world > 1:

@@ -62,8 +62,8 @@ def test_judge_trains_saves_loads_and_evaluates(corpora, tmp_path):
     res = json.loads(r.stdout)
     assert {"event", "instrument_family", "tempo", "accent", "rate", "pitch"} <= set(res["attributes"])
     assert 0.0 <= res["heldout"]["r_at_1"] <= res["heldout"]["r_at_5"] <= 1.0
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 12
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 12 and (out / "train_state" / "model.safetensors").exists() and any((out / "tb").iterdir())
     judge = load_judge(out)
     clips = load_clips(corpora, judge.cfg.n_mels, progress=False)
     emb, post = embed_clips(judge, clips[:5])
@@ -170,6 +170,35 @@ def test_judge_training_is_deterministic_for_a_seed(corpora, tmp_path):
         train_judge(corpora, str(tmp_path / name), steps=4, batch_size=6, seed=3, progress=False)
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_judge_training_resumes_the_same_trajectory_after_a_kill(corpora, tmp_path, monkeypatch):
+    """Killed right after its checkpoint at step 3, the rerun continues from there and lands on the weights of
+    the uninterrupted run; other settings are refused, naming them."""
+    from safetensors.torch import load_file
+
+    from halm.judge import train_judge
+    from halm.runkit import RunMismatch, TrainingRun
+
+    kw = dict(steps=6, batch_size=6, seed=1, progress=False, ckpt_every=3)
+    train_judge(corpora, str(tmp_path / "one"), **kw)
+    save = TrainingRun.save
+
+    def save_then_die(self, weights, state, root=None):
+        save(self, weights, state, root)
+        raise KeyboardInterrupt  # the process dies after its first checkpoint
+
+    monkeypatch.setattr(TrainingRun, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_judge(corpora, str(tmp_path / "two"), **kw)
+    monkeypatch.setattr(TrainingRun, "save", save)
+    assert not (tmp_path / "two" / "model.safetensors").exists()
+    assert torch.load(tmp_path / "two" / "train_state" / "state.pt", weights_only=True)["step"] == 3
+    train_judge(corpora, str(tmp_path / "two"), **kw)
+    a, b = (load_file(str(tmp_path / r / "model.safetensors")) for r in ("one", "two"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(RunMismatch, match=r"lr: 0\.002 there vs 0\.001 asked"):
+        train_judge(corpora, str(tmp_path / "two"), **{**kw, "lr": 1e-3})
 
 
 def test_the_shipped_judge_loads_and_knows_the_offline_attributes():

@@ -18,6 +18,7 @@ use the fixed floor instead (floor = 1e-8, an 80 dB range below a full-scale sin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -144,6 +145,21 @@ def causal_log_mel(wav: torch.Tensor | np.ndarray, cfg: MelConfig) -> torch.Tens
     return logmel.transpose(1, 2).reshape(*lead, T, r, cfg.n_mels)  # (..., T, r, M)
 
 
+# ---- the centred STFT of halm's losses, metrics, judge and figures ------------------------------------------
+@functools.cache
+def hann(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The periodic Hann window of n samples (cached per device and dtype; never modify it)."""
+    return torch.hann_window(n, device=device, dtype=dtype)
+
+
+def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, power: float = 1.0) -> torch.Tensor:
+    """|STFT|^power (..., n_fft/2 + 1, frames) of x (..., N): Hann window of n_fft, hop `hop`, centred frames
+    (torch.stft's default). The one STFT of the codec losses and evaluation, the judge's log-mel and chroma,
+    and the figures; the causal front-end above frames differently (left padding only)."""
+    spec = torch.stft(x, n_fft, hop_length=hop, window=hann(n_fft, x.device, x.dtype), return_complex=True).abs()
+    return spec if power == 1.0 else spec.pow(power)
+
+
 # ---- the spectrogram of the figures and of the codec evaluation's mel L1 -----------------------------------
 DISPLAY_N_FFT, DISPLAY_HOP, DISPLAY_MELS = 1024, 256, 80
 TOP_DB = 80.0  # dynamic range kept below the peak
@@ -153,9 +169,7 @@ def log_mel(x: torch.Tensor, sr: int, floor: float | None = None) -> torch.Tenso
     """log10 power mel (M, frames) of a 1-D signal (n_fft 1024, hop 256, 80 mels; not causal: for figures and
     the codec evaluation), floored at `floor` (default: TOP_DB below its own peak)."""
     fb = torch.from_numpy(mel_filterbank(sr, DISPLAY_N_FFT, DISPLAY_MELS))
-    spec = torch.stft(x, DISPLAY_N_FFT, hop_length=DISPLAY_HOP, window=torch.hann_window(DISPLAY_N_FFT),
-                      return_complex=True).abs().pow(2)
-    lm = torch.log10((fb @ spec).clamp_min(1e-12))
+    lm = torch.log10((fb @ stft_magnitude(x, DISPLAY_N_FFT, DISPLAY_HOP, power=2)).clamp_min(1e-12))
     return lm.clamp_min(float(lm.max()) - TOP_DB / 10 if floor is None else floor)
 
 

@@ -12,8 +12,7 @@ def cmd_judge_train(args) -> int:
     from halm.judge import train_judge
 
     r = train_judge(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                    heldout=args.heldout, progress=not args.json, device=args.device)
-    r.pop("log")
+                    heldout=args.heldout, progress=not args.json, device=args.device, ckpt_every=args.ckpt_every)
     print(json.dumps(r) if args.json else f"wrote the judge to {args.out} ({r['clips']} clips, {r['steps']} steps, "
           f"{r['train_seconds']:.0f} s)" + (f"; held-out R@1 {r['heldout']['r_at_1']:.2f}, R@5 {r['heldout']['r_at_5']:.2f}"
                                               if r.get("heldout", {}).get("r_at_1") is not None else ""))
@@ -126,7 +125,8 @@ def register(sub) -> None:
     judge_sub = s.add_subparsers(dest="judge_command", metavar="ACTION", required=True)
     c = judge_sub.add_parser("train", help="train a judge on captioned corpora (halm synth music / sfx)",
                              description="Contrastive (InfoNCE) audio-caption training plus attribute heads; writes "
-                             "DIR/config.json, DIR/model.safetensors, DIR/train_log.jsonl.")
+                             "DIR/config.json and DIR/model.safetensors (the judge), DIR/metrics.jsonl and DIR/tb/ (the "
+                             "training log), DIR/train_state/ (rerun the same command to resume).")
     c.add_argument("--data", nargs="+", required=True, help="captioned sources (synth corpora or manifests)")
     c.add_argument("--out", required=True, help="judge directory to write")
     c.add_argument("--heldout", nargs="*", help="sources to report retrieval and attribute accuracy on")
@@ -137,7 +137,9 @@ def register(sub) -> None:
                    help=f"optimisation steps (default {judge_defaults['steps']})")
     c.add_argument("--batch-size", type=int, default=judge_defaults["batch_size"],
                    help=f"clips per step (default {judge_defaults['batch_size']})")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--seed", type=int, default=judge_defaults["seed"], help=f"random seed (default {judge_defaults['seed']})")
+    c.add_argument("--ckpt-every", type=int, default=judge_defaults["ckpt_every"],
+                   help=f"steps between checkpoints in DIR/train_state (default {judge_defaults['ckpt_every']})")
     add_json(c)
     add_device(c)
     c.set_defaults(func=cmd_judge_train)

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from halm.audio.io import AudioError, load_audio, resample, save_audio
-from halm.audio.mel import DISPLAY_HOP, TOP_DB, log_mel
+from halm.audio.mel import DISPLAY_HOP, TOP_DB, log_mel, stft_magnitude
 from halm.codec.model import Codec
 from halm.metrics.formants import formant_counts, lpc_formants, pooled_formant_scores
 from halm.metrics.pitch import pitch_counts, pooled_scores, yin_f0
@@ -60,9 +60,7 @@ def mel_l1(x: torch.Tensor, y: torch.Tensor, sr: int) -> float:
 def stft_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     total = 0.0
     for n in (512, 1024, 2048):
-        w = torch.hann_window(n)
-        X = torch.stft(x, n, hop_length=n // 4, window=w, return_complex=True).abs()
-        Y = torch.stft(y, n, hop_length=n // 4, window=w, return_complex=True).abs()
+        X, Y = stft_magnitude(x, n, n // 4), stft_magnitude(y, n, n // 4)
         sc = torch.linalg.norm(X - Y) / torch.linalg.norm(X).clamp_min(1e-8)
         floor = float(X.max().clamp_min(1e-8)) * 10 ** (-TOP_DB / 20)
         mag = (torch.log(X.clamp_min(floor)) - torch.log(Y.clamp_min(floor))).abs().mean()

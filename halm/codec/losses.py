@@ -6,13 +6,11 @@ for the FFT sizes they share."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from halm.audio.mel import mel_filterbank
+from halm.audio.mel import mel_filterbank, stft_magnitude
 from halm.codec.harmonic import LOG_F0_REF
 
 
@@ -44,16 +42,10 @@ def pitch_loss(head: torch.nn.Linear, q: torch.Tensor, log_f0: torch.Tensor, voi
     return (out[..., 0] - (log_f0 - LOG_F0_REF))[voiced].abs().mean() + l_voice
 
 
-@functools.cache
-def _hann(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.hann_window(n, device=device, dtype=dtype)
-
-
 def stft_magnitudes(x: torch.Tensor, n_ffts) -> dict[int, torch.Tensor]:
     """x (B, N) -> {n: |STFT| (B, n/2 + 1, frames)}: Hann window of n, hop n/4, the spectra the codec losses
     read. The trainer computes them once per step for the losses that share FFT sizes."""
-    return {n: torch.stft(x, n, hop_length=n // 4, window=_hann(n, x.device, x.dtype), return_complex=True).abs()
-            for n in n_ffts}
+    return {n: stft_magnitude(x, n, n // 4) for n in n_ffts}
 
 
 def _floored_log_l1(sy: torch.Tensor, sx: torch.Tensor, floor: float) -> torch.Tensor:

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from halm.checkpoint import complete_checkpoint_dir, truncate_metrics, write_checkpoint_dir
 from halm.codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from halm.codec.harmonic import decode_latent
 from halm.codec.losses import (
@@ -61,8 +60,8 @@ from halm.codec.losses import (
 from halm.codec.model import Codec, build_encodec, fast_padding
 from halm.codec.rvq import RVQTrainer
 from halm.errors import UserError
+from halm.runkit import TrainingRun
 
-STATE_FILES = ("model.safetensors", "trainer.pt")  # a complete train_state/ (+ discriminator.safetensors with one)
 RUN_SETTINGS = ("steps", "threads", "ckpt_every", "log_every", "device")  # how a run executes; may change on resume
 # a run folder whose train_config.json lacks one of these fields (written before the field existed) was trained with
 # this value; resume and --init-from read it so
@@ -206,33 +205,24 @@ def resolve_device(spec: str) -> torch.device:
     return resolve(spec, flag="--set device=")
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A module's state as contiguous CPU tensors, as safetensors writes them (from any device)."""
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
 def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLike, progress: bool = True,
                 init_from: str | os.PathLike | None = None) -> dict:
     """Train (or resume) a codec run in `out`. init_from: another run folder whose last checkpoint (weights,
     codebooks, optimizer, RNG, step) starts this run, which may use other settings (a recipe change
-    mid-training, recorded in out/init_from.json); ignored once `out` has a checkpoint of its own."""
-    from safetensors.torch import load_file
+    mid-training, recorded in out/init_from.json); ignored once `out` has a checkpoint of its own.
 
-    from halm.checkpoint import save_weights
+    The run kit (halm.runkit) keeps the folder: OUT/.lock while training, train_config.json (a resume must
+    match it but for RUN_SETTINGS), train_state/ (written as a whole: a kill leaves one complete step),
+    metrics.jsonl and tb/."""
+    with TrainingRun(out, config_file="train_config.json", state_dir="train_state", state_file="trainer.pt") as kit:
+        return _train_codec(kit, cfg, sources, progress, init_from)
 
-    out = Path(out)
-    state_dir = out / "train_state"  # written as a whole by halm.checkpoint (a kill leaves one complete step)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "train_config.json"
+
+def _train_codec(kit: TrainingRun, cfg: CodecTrainConfig, sources: list[str], progress: bool,
+                 init_from: str | os.PathLike | None) -> dict:
+    out = kit.folder
     mine = json.loads(json.dumps(asdict(cfg)))  # as stored (tuples become lists)
-    if cfg_path.exists():
-        old = {**MISSING_FIELD_VALUES, **json.loads(cfg_path.read_text())}
-        changed = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v and k not in RUN_SETTINGS}
-        if changed:
-            hint = " ".join(f"{k}={json.dumps(a)}" for k, (a, _) in changed.items())
-            raise UserError(f"{out} was trained with other settings {changed} (as --set: {hint}); "
-                             "pass those to resume it, or use another --out")
-    cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    kit.settings(mine, may_change=RUN_SETTINGS, normalize=lambda old: {**MISSING_FIELD_VALUES, **old})
 
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -268,10 +258,10 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     step = 0
     seg = int(cfg.segment_seconds * cfg.sample_rate)
     data = AudioCrops(sources, cfg.sample_rate, seg, progress)
-    resume_dir = own = complete_checkpoint_dir(state_dir, STATE_FILES)
+    resume_dir = own = kit.last_checkpoint()
     new_envelope = False  # an --init-from whose branch read its amplitudes otherwise
     if own is None and init_from is not None:
-        resume_dir = complete_checkpoint_dir(Path(init_from) / "train_state", STATE_FILES)
+        resume_dir = kit.last_checkpoint(root=init_from)
         if resume_dir is None:
             raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {Path(init_from) / 'train_state'}")
         src = {**MISSING_FIELD_VALUES, **json.loads((Path(init_from) / "train_config.json").read_text())}
@@ -282,20 +272,20 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
             raise UserError(f"--init-from {init_from}: its checkpoint has other {differ}; these cannot change mid-training")
         new_envelope = bool(src["harmonics"]) and src["harmonic_envelope"] != mine["harmonic_envelope"]
     if resume_dir is not None:
-        state = load_file(str(resume_dir / "model.safetensors"))
+        weights, st = kit.load(resume_dir)  # on the CPU: load_state_dict and the optimizers move them
+        state = weights["model"]
         if new_envelope:  # amplitudes of another kind: the branch's last layer starts at zero again
             state = {k: v for k, v in state.items() if not k.startswith("harmonic.amps.2.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("harmonic.") for k in missing):
             raise UserError(f"{resume_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        st = torch.load(resume_dir / "trainer.pt", map_location="cpu", weights_only=True)  # optimizers move it to their params
         opt.load_state_dict(st["optimizer"])
         for group in opt.param_groups:  # the checkpoint's groups carry its lr/betas; an --init-from may change them
             group["lr"], group["betas"] = cfg.lr, tuple(cfg.betas)
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
-        if disc is not None and (resume_dir / "discriminator.safetensors").exists():  # else: a run without one, so a fresh one
-            disc.load_state_dict(load_file(str(resume_dir / "discriminator.safetensors")))
+        if disc is not None and "discriminator" in weights:  # else: a run without one, so a fresh one
+            disc.load_state_dict(weights["discriminator"])
             disc_opt.load_state_dict(st["disc_optimizer"])
             for group in disc_opt.param_groups:
                 group["lr"], group["betas"] = cfg.disc_lr, tuple(cfg.betas)
@@ -312,24 +302,17 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
     else:
         data_dependent_init(model, data.batch(cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1)).to(device))
     model.train()
-    truncate_metrics(out / "metrics.jsonl", step)  # rows an interrupted run logged after its last checkpoint
-    metrics_f = open(out / "metrics.jsonl", "a")
+    log = kit.metrics(step)  # rows an interrupted run logged after its last checkpoint are dropped
     bar = tqdm(total=cfg.steps, initial=step, desc="codec train", disable=not progress, dynamic_ncols=True)
     t0, audio_done = time.perf_counter(), 0.0
 
-    def write_state(folder: Path):
-        save_weights(_cpu_state(model), str(folder / "model.safetensors"))
-        if disc is not None:
-            save_weights(_cpu_state(disc), str(folder / "discriminator.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
-                    **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
-                       if pitch_head is not None and branch is None else {}),
-                    **({"harmonic_optimizer": pitch_opt.state_dict()} if branch is not None else {})},
-                   folder / "trainer.pt")
-
     def save():
-        write_checkpoint_dir(state_dir, write_state)
+        kit.save({"model": model.state_dict(), **({"discriminator": disc.state_dict()} if disc is not None else {})},
+                 {"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                  "step": step, **({"disc_optimizer": disc_opt.state_dict()} if disc is not None else {}),
+                  **({"pitch_head": pitch_head.state_dict(), "pitch_optimizer": pitch_opt.state_dict()}
+                     if pitch_head is not None and branch is None else {}),
+                  **({"harmonic_optimizer": pitch_opt.state_dict()} if branch is not None else {})})
         export = build_encodec(model.config)
         export.load_state_dict(model.state_dict())
         Codec(export, str(out / "codec")).save(out / "codec")
@@ -403,14 +386,13 @@ def train_codec(cfg: CodecTrainConfig, sources: list[str], out: str | os.PathLik
                 row["pitch"] = round(l_pitch.item(), 5)
             if cfg.branch_weight > 0:
                 row["branch"] = round(l_branch.item(), 5)
-            metrics_f.write(json.dumps(row) + "\n")
-            metrics_f.flush()
+            log(row)
             bar.set_postfix_str(f"mel {l_mel.item():.3f} commit {commit.item():.3f} {rt:.1f}x real time")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
-    if complete_checkpoint_dir(state_dir, STATE_FILES) is None:  # nothing left to train (--init-from a run already at --steps)
+    if kit.last_checkpoint() is None:  # nothing left to train (--init-from a run already at --steps)
         save()
     bar.close()
-    metrics_f.close()
+    log.close()
     return {"out": str(out), "steps": step, "train_seconds_of_audio": round(data.seconds(cfg.sample_rate), 1),
             "skipped": data.skipped}
