@@ -3,7 +3,8 @@
     python benchmarks/synth_rates.py --minutes 5
 
 Synthesises `minutes` of each corpus into a temporary folder (single process) and reports audio
-seconds made per wall second; then runs the causal log-mel front-end over the speech corpus and
+seconds made per wall second (music with halm's SoundFont renderer, and with tinysoundfont where it is
+installed: the same compositions); then runs the causal log-mel front-end over the speech corpus and
 compares it with librosa's melspectrogram on the same causal framing (the peer, same run).
 """
 
@@ -35,9 +36,17 @@ def main() -> None:
     result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "minutes": args.minutes, "synth": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in KINDS:
-            s = synthesize(kind, f"{tmp}/{kind}", args.minutes, seed=args.seed, progress=not args.json)
-            result["synth"][kind] = {"clips": s.items, "seconds": round(s.seconds, 1), "elapsed_s": round(s.elapsed, 2),
+        jobs = [(kind, kind, None) for kind in KINDS]
+        try:  # the peer renderer of music, when installed (pip install --no-deps tinysoundfont)
+            import tinysoundfont  # noqa: F401
+
+            jobs.append(("music (tinysoundfont)", "music", "tinysoundfont"))
+        except ImportError:
+            pass
+        for name, kind, renderer in jobs:
+            s = synthesize(kind, f"{tmp}/{name.replace(' ', '_')}", args.minutes, seed=args.seed, progress=not args.json,
+                           renderer=renderer)
+            result["synth"][name] = {"clips": s.items, "seconds": round(s.seconds, 1), "elapsed_s": round(s.elapsed, 2),
                                      "x_realtime": round(s.realtime_factor, 1)}
         cfg = MelConfig()
         wavs = [load_audio(i.path, sample_rate=cfg.sample_rate)[0][0] for i in open_source(f"{tmp}/speech")]

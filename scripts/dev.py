@@ -50,7 +50,9 @@ def ensure_env() -> None:
     pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     _run(pip + [TORCH])
     _run(pip + ["-e", f"{ROOT}[test]"])
-    # SoundFont renderer for `halm synth music`; its `pyaudio` requirement is for live playback only.
+    # optional: the compiled SoundFont renderer of music corpora of generator version 1 (`halm synth music
+    # --renderer tinysoundfont`, and the test that compares halm's renderer with it); its `pyaudio`
+    # requirement is for live playback only, hence --no-deps
     _run(pip + ["--no-deps", "tinysoundfont>=0.3"])
     stamp_file.write_text(_stamp())
 

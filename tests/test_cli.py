@@ -155,12 +155,18 @@ def test_doctor_reports_what_is_there_and_what_a_missing_piece_costs(monkeypatch
     assert r["missing"] == [c["name"] for c in r["checks"] if not c["ok"]]
     real = importlib.import_module
 
-    def without_renderer(name, *a, **k):
-        if name == "tinysoundfont":
+    missing = {"tinysoundfont"}
+
+    def without(name, *a, **k):
+        if name in missing:
             raise ImportError(name)
         return real(name, *a, **k)
 
-    monkeypatch.setattr(importlib, "import_module", without_renderer)
+    monkeypatch.setattr(importlib, "import_module", without)
+    assert main(["doctor"]) == 0  # without tinysoundfont: music is synthesised by halm's renderer
+    out = capsys.readouterr().out
+    assert "ok   music synthesis" in out and "MISS tinysoundfont (optional)" in out and "--renderer tinysoundfont" in out
+    missing.add("pretty_midi")
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "MISS music synthesis" in out and "halm synth music fails" in out and "music synthesis" in out.splitlines()[-1]

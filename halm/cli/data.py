@@ -12,7 +12,7 @@ def cmd_synth(args) -> int:
     from halm.data.synth import synthesize
 
     stats = synthesize(args.kind, args.out, args.minutes, seed=args.seed, sample_rate=args.sample_rate,
-                       progress=not args.json and not args.quiet)
+                       progress=not args.json and not args.quiet, renderer=args.renderer)
     result = {"out": stats.out, "kind": stats.kind, "clips": stats.items, "seconds": round(stats.seconds, 2),
               "new_clips": stats.new_items, "new_seconds": round(stats.new_seconds, 2),
               "elapsed_s": round(stats.elapsed, 2), "realtime_factor": round(stats.realtime_factor, 1)}
@@ -137,6 +137,9 @@ def register(sub) -> None:
     s.add_argument("--minutes", type=float, required=True, help="total audio to reach, in minutes")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same corpus; default 0)")
     s.add_argument("--sample-rate", type=int, default=24000, help="sample rate of the written WAVs (default 24000)")
+    s.add_argument("--renderer", choices=["halm", "tinysoundfont"], help="music: the SoundFont renderer (default halm, "
+                   "numpy, nothing to install; tinysoundfont remakes corpora of generator version 1 and needs "
+                   "`pip install --no-deps tinysoundfont`)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(s)
     s.set_defaults(func=cmd_synth)

@@ -27,16 +27,34 @@ def _maker(kind: str):
     return make, VERSION
 
 
+RENDERERS = ("halm", "tinysoundfont")  # music: halm's SoundFont renderer (generator version 2), or tinysoundfont (1)
+
+
 def synthesize(
     kind: str, out: str | os.PathLike, minutes: float, seed: int = 0,
-    sample_rate: int = DEFAULT_SAMPLE_RATE, progress: bool = True,
+    sample_rate: int = DEFAULT_SAMPLE_RATE, progress: bool = True, renderer: str | None = None,
 ) -> CorpusStats:
-    """Make (or continue) an offline corpus of at least `minutes` of audio in `out`."""
+    """Make (or continue) an offline corpus of at least `minutes` of audio in `out`.
+
+    renderer (music only): "halm" (default; numpy, halm.data.synth.soundfont) or "tinysoundfont" (the
+    renderer of music corpora of generator version 1, for remaking them; `pip install --no-deps tinysoundfont`)."""
     if minutes <= 0:
         raise UserError("--minutes must be positive")
     make, version = _maker(kind)
-    return write_corpus(kind, functools.partial(make, sample_rate=sample_rate), out, minutes, seed,
-                        sample_rate, version, progress)
+    if kind == "music":
+        renderer = renderer or "halm"
+        if renderer not in RENDERERS:
+            raise UserError(f"--renderer {renderer!r}: choose from {', '.join(RENDERERS)}")
+        make, version = functools.partial(make, renderer=renderer), 1 if renderer == "tinysoundfont" else version
+    elif renderer is not None:
+        raise UserError(f"--renderer is for music; {kind} has no SoundFont renderer")
+    try:
+        return write_corpus(kind, functools.partial(make, sample_rate=sample_rate), out, minutes, seed,
+                            sample_rate, version, progress)
+    except CorpusMismatch as e:
+        if kind == "music" and "generator_version" in str(e):
+            raise CorpusMismatch(f"{e} (music generator version 1 is --renderer tinysoundfont, 2 is --renderer halm)") from None
+        raise
 
 
-__all__ = ["KINDS", "Clip", "CorpusMismatch", "CorpusStats", "synthesize", "write_corpus"]
+__all__ = ["KINDS", "RENDERERS", "Clip", "CorpusMismatch", "CorpusStats", "synthesize", "write_corpus"]

@@ -2,8 +2,9 @@
 
 Each clip draws tempo, key, mode, time signature, instrumentation (General MIDI), dynamics and a
 texture; composes melody / chords / bass / drums with pretty_midi; renders the MIDI with the
-TimGM6mb SoundFont that ships inside pretty_midi through `tinysoundfont`; and writes a natural
-caption built from the attributes, which are also stored structured for controllability checks.
+TimGM6mb SoundFont that ships inside pretty_midi, through halm's own renderer (halm.data.synth.soundfont;
+generator version 2) or `tinysoundfont` (version 1); and writes a natural caption built from the
+attributes, which are also stored structured for controllability checks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 import numpy as np
 
 from halm.data.synth.corpus import Clip
+from halm.errors import UserError
 
-VERSION = 1
+VERSION = 2  # 1: the same compositions rendered by tinysoundfont
 CLIP_SECONDS = 10.0
 KEYS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 SCALES = {"major": [0, 2, 4, 5, 7, 9, 11], "minor": [0, 2, 3, 5, 7, 8, 10]}
@@ -177,14 +179,23 @@ def compose(a: dict, rng: np.random.Generator, seconds: float):
     return pm
 
 
-def render(pm, sample_rate: int, seconds: float) -> np.ndarray:
-    """Render a PrettyMIDI with tinysoundfont to mono float32 of exactly `seconds`."""
+def render(pm, sample_rate: int, seconds: float, renderer: str = "halm") -> np.ndarray:
+    """Render a PrettyMIDI to mono float32 of exactly `seconds`: with halm's own SoundFont renderer
+    (halm.data.synth.soundfont), or with `tinysoundfont` (the renderer of corpora of generator version 1)."""
+    if renderer == "halm":
+        from halm.data.synth.soundfont import render_notes
+
+        notes = [(128 if inst.is_drum else 0, 0 if inst.is_drum else inst.program, n.pitch, n.velocity, n.start, n.end)
+                 for inst in pm.instruments for n in inst.notes]
+        return _finish(render_notes(_soundfont_path(), notes, seconds, sample_rate, gain_db=-6.0), sample_rate)
+    if renderer != "tinysoundfont":
+        raise ValueError(f"unknown renderer {renderer!r} (halm or tinysoundfont)")
     try:
         import tinysoundfont
     except ImportError as e:
-        raise RuntimeError(
-            "music synthesis needs the SoundFont renderer tinysoundfont: pip install --no-deps tinysoundfont "
-            "(--no-deps skips pyaudio, which is only for live playback)"
+        raise UserError(
+            "--renderer tinysoundfont needs the package tinysoundfont: pip install --no-deps tinysoundfont "
+            "(--no-deps skips pyaudio, which is only for live playback); the default --renderer halm needs nothing"
         ) from e
     synth = tinysoundfont.Synth(samplerate=sample_rate, gain=-6.0)
     sfid = synth.sfload(_soundfont_path())
@@ -217,15 +228,19 @@ def render(pm, sample_rate: int, seconds: float) -> np.ndarray:
             synth.noteoff(ch, key)
     if cursor < total:
         out.append(np.frombuffer(synth.generate(total - cursor), dtype=np.float32))
-    wav = np.concatenate(out).reshape(-1, 2).mean(axis=1)  # stereo interleaved -> mono
+    return _finish(np.concatenate(out).reshape(-1, 2).mean(axis=1), sample_rate)  # stereo interleaved -> mono
+
+
+def _finish(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A fade-out over the last 50 ms (no click at the cut), and a peak limit of 0.95."""
     fade = min(len(wav), sample_rate // 20)
     wav[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)  # no click at the cut
     peak = float(np.abs(wav).max())
     return (wav * (0.95 / peak) if peak > 0.95 else wav).astype(np.float32)
 
 
-def make_music_clip(index: int, rng: np.random.Generator, sample_rate: int) -> Clip:
+def make_music_clip(index: int, rng: np.random.Generator, sample_rate: int, renderer: str = "halm") -> Clip:
     attrs = sample_attributes(rng)
     text = caption(attrs, rng)
     pm = compose(attrs, rng, CLIP_SECONDS)
-    return Clip(render(pm, sample_rate, CLIP_SECONDS), text, attrs)
+    return Clip(render(pm, sample_rate, CLIP_SECONDS, renderer), text, attrs)
