@@ -32,9 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("gpt-s", "gpt-l", "whisper-gpt", "whisper-gpt-nomel")
+MODELS = ("gpt-s", "gpt-l", "whisper-gpt", "whisper-gpt-nomel", "whisper-gpt-codecmel")
 LABELS = {"gpt-s": "GPT-S (tokens only)", "gpt-l": "GPT-L (tokens only)", "whisper-gpt": "Whisper-GPT (hybrid)",
-          "whisper-gpt-nomel": "hybrid, mel zeroed (ablation)"}
+          "whisper-gpt-nomel": "hybrid, mel zeroed (ablation)",
+          "whisper-gpt-codecmel": "hybrid trained on the codec mel"}
+# whisper-gpt-codecmel: the whisper-gpt preset trained on --codec-mel-data (the same corpus prepared with
+# `halm prepare --mel-source codec`: the mel of the codec's coarse decoding, what the model sees when it
+# generates); scored like the others on the real mel of --data, and closed-loop
+PRESETS = {"whisper-gpt-codecmel": "whisper-gpt"}
 LR = {"gpt-l": 5e-4}  # the rest 1e-3
 
 
@@ -50,7 +55,8 @@ def corpus(args) -> dict:
              "heldout": (root / f"{d}_heldout", args.heldout_minutes, args.heldout_seed)}
     commands, t0 = {}, time.perf_counter()
     for name, (folder, minutes, seed) in parts.items():
-        cmd = ["synth", d, "--out", str(folder), "--minutes", f"{minutes:g}", "--seed", str(seed), "--quiet"]
+        cmd = ["synth", d, "--out", str(folder), "--minutes", f"{minutes:g}", "--seed", str(seed), "--quiet",
+               *(["--renderer", args.renderer] if d == "music" else [])]
         commands[f"synth_{name}"] = "halm " + " ".join(cmd)
         subprocess.run(_python_m_halm(*cmd), check=True)  # a finished corpus is only checked
     t_synth = time.perf_counter() - t0
@@ -70,6 +76,11 @@ def corpus(args) -> dict:
     commands["prepare"] = "halm " + " ".join(cmd)
     t1 = time.perf_counter()
     subprocess.run(_python_m_halm(*cmd), check=True)
+    if args.codec_mel:  # the same corpus with the mel of the codec's coarse decoding (whisper-gpt-codecmel)
+        cmd = ["prepare", "--source", str(manifest), "--out", f"{data}_codecmel", "--workers", str(args.workers),
+               "--mel-source", "codec"]
+        commands["prepare_codec_mel"] = "halm " + " ".join(cmd)
+        subprocess.run(_python_m_halm(*cmd), check=True)
     info = {"domain": d, "commands": commands, "synth_s": round(t_synth, 1), "prepare_s": round(time.perf_counter() - t1, 1),
             "splits_minutes": split_minutes(data)}
     (data / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -130,6 +141,8 @@ def train_all(args) -> dict:
     steps = max(1, -(-args.tokens // (args.batch_size * args.context)))
     done = {(r["domain"], r["model"], r["seed"], r["train_tokens"])
             for r in (json.loads(results_path.read_text())["rows"] if results_path.exists() else [])}
+    if "whisper-gpt-codecmel" in args.models and not args.codec_mel_data:
+        raise SystemExit("whisper-gpt-codecmel needs --codec-mel-data (the corpus prepared with --mel-source codec)")
     for seed in args.seeds:
         for model in args.models:
             if (args.domain, model, seed, steps * args.batch_size * args.context) in done:
@@ -140,8 +153,9 @@ def train_all(args) -> dict:
                         f"eval_tokens={args.eval_tokens}", f"ckpt_every={max(1, steps // 20)}", f"threads={args.threads}",
                         f"amp={args.amp}", *args.set]
             t0 = time.perf_counter()
-            tr = train(model, args.data, run, steps=steps, overrides=settings, progress=not args.quiet)
-            ev = evaluate_run(str(run), split="test", progress=False)
+            train_data = args.codec_mel_data if model == "whisper-gpt-codecmel" else args.data
+            tr = train(PRESETS.get(model, model), train_data, run, steps=steps, overrides=settings, progress=not args.quiet)
+            ev = evaluate_run(str(run), data=args.data, split="test", progress=False)
             row = {"domain": args.domain, "model": model, "params": ev["params"], "seed": seed,
                    "train_tokens": tr["tokens"], "steps": steps, "nll": ev["nll"], "accuracy": ev["accuracy"],
                    "ppl": ev["ppl"], "bits_per_second": ev["bits_per_second"], "test_tokens": ev["tokens"],
@@ -149,7 +163,7 @@ def train_all(args) -> dict:
                    "train_tokens_per_s": tr["tokens_per_s"], "wall_s": round(time.perf_counter() - t0, 1),
                    "settings": settings, "commit": _commit(), "date": time.strftime("%Y-%m-%d")}
             if model.startswith("whisper-gpt"):  # scored on the mel of its own coarse decoding: what it sees generating
-                cl = evaluate_run(str(run), split="test", mel_source="codec", progress=False)
+                cl = evaluate_run(str(run), data=args.data, split="test", mel_source="codec", progress=False)
                 row["nll_closed_loop"], row["accuracy_closed_loop"] = cl["nll"], cl["accuracy"]
 
             def add(results, row=row):
@@ -218,7 +232,7 @@ def plot(results: dict, path: str) -> None:
 
     domains = sorted({r["domain"] for r in results["rows"]})
     fig, axes = plt.subplots(1, len(domains), figsize=(5.5 * len(domains), 4), squeeze=False)
-    colours = dict(zip(MODELS, ("tab:blue", "tab:purple", "tab:red", "tab:gray")))
+    colours = dict(zip(MODELS, ("tab:blue", "tab:purple", "tab:red", "tab:gray", "tab:orange")))
     for ax, domain in zip(axes[0], domains):
         for r in sorted((r for r in results["rows"] if r["domain"] == domain), key=lambda r: (r["model"], r["seed"])):
             t, nll = np.asarray(r["dev_curve"], dtype=float).T
@@ -245,6 +259,11 @@ def main():
     c.add_argument("--seed", type=int, default=0, help="seed of the training corpus (default 0)")
     c.add_argument("--heldout-seed", type=int, default=1000, help="seed of the held-out corpus (default 1000)")
     c.add_argument("--workers", type=int, default=1, help="prepare's worker processes (default 1)")
+    c.add_argument("--codec-mel", action="store_true", help="also prepare ROOT/DOMAIN_codecmel with --mel-source codec "
+                   "(for whisper-gpt-codecmel)")
+    c.add_argument("--renderer", choices=["halm", "tinysoundfont"], default="halm",
+                   help="music: halm synth's SoundFont renderer (default halm; the tables in docs/results.md were "
+                   "made with tinysoundfont, generator version 1)")
     t = sub.add_parser("train", help="train and score every (model, seed) of one domain")
     t.add_argument("--data", required=True, help="prepared dataset (the corpus step's ROOT/DOMAIN)")
     t.add_argument("--domain", required=True, help="domain name in the tables (speech, music)")
@@ -260,6 +279,8 @@ def main():
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--amp", default="auto", help="auto, bf16 or none (default auto: bf16 only on bf16 hardware)")
     t.add_argument("--set", nargs="*", default=[], help="extra training settings KEY=VALUE for every run")
+    t.add_argument("--codec-mel-data", help="whisper-gpt-codecmel: the corpus prepared with --mel-source codec (the "
+                   "corpus step's --codec-mel)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     s = sub.add_parser("tables", help="print the markdown tables; --plot writes the dev-NLL figure")
     s.add_argument("--results", required=True)
