@@ -146,8 +146,9 @@ def _seconds(timecents: float) -> float:
 def _at_control_rate(values, n: int) -> np.ndarray:
     """An envelope evaluated every CONTROL output samples (values(t in s at those points)), linearly
     interpolated to all n samples."""
-    idx = np.arange(0, n + CONTROL, CONTROL)
-    return np.interp(np.arange(n), idx, values(idx)).astype(np.float32)
+    c = np.asarray(values(np.arange(-(-n // CONTROL) + 1) * CONTROL), dtype=np.float32)
+    ramp = np.arange(CONTROL, dtype=np.float32) / CONTROL
+    return (c[:-1, None] + (c[1:] - c[:-1])[:, None] * ramp).reshape(-1)[:n]
 
 
 def _volume_envelope(g: dict, key: int, n_held: int, sr: int) -> np.ndarray:
@@ -169,15 +170,22 @@ def _volume_envelope(g: dict, key: int, n_held: int, sr: int) -> np.ndarray:
     level = float(held_db(np.array([max(n_held - 1, 0)]))[0])
     n_rel = int(np.ceil(release * max(0.0, level - SILENT_DB) / 100.0 * sr)) + 1
     n = n_held + n_rel
-    db = _at_control_rate(lambda i: np.where(i < n_held, held_db(i), level - 100.0 * (i - n_held + 1) / (release * sr)), n)
-    return 10.0 ** (db / np.float32(20.0))
+    return _at_control_rate(lambda i: 10.0 ** (np.where(i < n_held, held_db(i), level - 100.0 * (i - n_held + 1) / (release * sr))
+                                               / 20.0), n)
 
 
 def _looped(n: int, step: float, start: float, ls: int, le: int) -> np.ndarray:
     """Read positions of n output samples at `step` source samples each, wrapping in the loop [ls, le)."""
     pos = start + step * np.arange(n)
-    wrap = pos >= le
-    pos[wrap] = ls + np.mod(pos[wrap] - ls, le - ls)
+    if n == 0:
+        return pos
+    k = max(0, int(np.ceil((le - start) / step)))  # the first position at or past the loop's end
+    while k > 0 and pos[min(k, n) - 1] >= le:  # (rounding) step back to the exact first one
+        k -= 1
+    if k < n:
+        x = pos[k:] - ls
+        x -= np.floor(x * (1.0 / (le - ls))) * (le - ls)  # (pos - ls) mod the loop's length
+        pos[k:] = ls + np.clip(x, 0.0, np.nextafter(le - ls, 0))
     return pos
 
 
@@ -202,19 +210,21 @@ def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int) -> np.n
     pos = _looped(loops, step, start, ls, le)
     if loops < n:  # no loop, or mode 3 after the note-off: on to the sample's end
         pos = np.concatenate([pos, (pos[-1] + step if loops else start) + step * np.arange(n - loops)])
-    valid = pos < end - 1
-    if not valid.all():  # the sample ran out: the voice ends there
-        n = int(np.argmin(valid))
+    if loops < n:  # the sample runs out (it reads up to end - 1): the voice ends there
+        first = pos[loops] if loops else start
+        n = min(n, loops + max(0, int(np.ceil((end - 1 - first) / step))))
         pos, env = pos[:n], env[:n]
     i = pos.astype(np.int64)
-    frac = pos - i
+    frac = (pos - i).astype(np.float32)
     nxt = i + 1
     if loops:  # the sample after the loop's last one is its first
-        nxt = np.where((nxt >= le) & (np.arange(n) < loops), nxt - (le - ls), nxt)
-    wav = sf.samples[i] * (1 - frac) + sf.samples[np.minimum(nxt, len(sf.samples) - 1)] * frac
+        wrap = np.flatnonzero(i[:loops] == le - 1)
+        nxt[wrap] = ls
+    a = sf.samples[i]
+    wav = a + (sf.samples[np.minimum(nxt, len(sf.samples) - 1)] - a) * frac
     pan = np.clip(g.get(PAN, 0) / 1000.0, -0.5, 0.5)
     gain = 10.0 ** (-g.get(ATTENUATION, 0) / 200.0) * (np.sqrt(0.5 - pan) + np.sqrt(0.5 + pan)) / 2
-    wav = wav * (np.float32(gain) * env)
+    wav *= env * np.float32(gain)
     return _filtered(wav, g, min(rel_at, n), sr).astype(np.float32)
 
 
