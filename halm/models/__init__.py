@@ -42,7 +42,7 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     # The second stage of a coarse-token LM (gpt / whisper_gpt continuations): codebooks 1..7 from codebook 0,
     # no text (`halm generate --full RUN`).
     "fine-s": ("t2a", dict(n_q=8, given_codebooks=1, text_encoder="none", rr_weight=0.0, cfg_dropout=0.0, n_layer=4,
-                           n_head=4, d_model=192), "second stage: codebooks 1..7 given codebook 0, no text (~5.7M)"),
+                           n_head=4, d_model=192), "second stage: codebooks 1..7 given codebook 0, no text (~5.5M)"),
     "tiny-fine": ("t2a", dict(n_q=4, given_codebooks=1, text_encoder="none", rr_weight=0.0, cfg_dropout=0.0, context=128,
                               n_layer=2, n_head=2, d_model=64), "test/demo size second stage"),
 }

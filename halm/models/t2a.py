@@ -174,6 +174,12 @@ def _gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:n] for part, n in zip(all_gather(padded), counts)], 0)
 
 
+def _drop_given_heads(module, state_dict, prefix, *_):
+    """Checkpoints of second stages made with a head for every codebook load without the given ones' heads."""
+    for k in range(module.cfg.given_codebooks):
+        state_dict.pop(f"{prefix}heads.{k}.weight", None)
+
+
 class T2A(nn.Module):
     family = "t2a"
     some_params_unused = True  # per step: the text projection on CFG steps, the null condition on the others (DDP)
@@ -191,7 +197,11 @@ class T2A(nn.Module):
             self.fuse = nn.Linear(cfg.d_model + cfg.mel_d, cfg.d_model)
         self.stack = CausalStack(cfg.d_model, cfg.n_layer, cfg.n_head, cfg.context, cfg.dropout, cross=True,
                                  positions=cfg.positions, bias=cfg.bias, d_ff=cfg.d_ff, activation=cfg.activation)
-        self.heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) for _ in range(cfg.n_q))
+        # a given codebook (a second stage's input) is never predicted: no head for it
+        self.heads = nn.ModuleList(nn.Identity() if k < cfg.given_codebooks else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+                                   for k in range(cfg.n_q))
+        if cfg.given_codebooks:
+            self.register_load_state_dict_pre_hook(_drop_given_heads)
         init_weights(self, cfg.n_layer)
         if cfg.mel and cfg.fuse_init == "identity":
             identity_fusion_(self.fuse, cfg.d_model)
@@ -245,8 +255,10 @@ class T2A(nn.Module):
         return self.stack(x, cache.decoder if cache is not None else None, ctx, ctx_mask)  # (B, S, D)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """hidden (B, S, D) -> logits (B, K, S, V)."""
-        return torch.stack([head(h) for head in self.heads], dim=1)
+        """hidden (B, S, D) -> logits (B, K, S, V); zeros for the given codebooks (never targets, never sampled)."""
+        G = self.cfg.given_codebooks
+        predicted = [head(h) for head in self.heads[G:]]
+        return torch.stack([predicted[0].new_zeros(predicted[0].shape)] * G + predicted, dim=1)
 
     def forward(self, inputs: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor, mel: torch.Tensor | None = None,
                 cache: HybridCache | None = None) -> torch.Tensor:
