@@ -1,0 +1,57 @@
+"""The experiment scripts' tables (benchmarks/): the numbers docs/results.md shows are the rows' numbers —
+means and sample spreads over seeds, paired deltas against the baseline of the same seed."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+rr = importlib.import_module("rr_experiment")
+wg = importlib.import_module("whisper_gpt_experiment")
+
+
+def _rr_row(setting, seed, nll, event, fad=0.5):
+    return {"experiment": "rr", "domain": "sfx", "setting": setting, "seed": seed, "steps": 1000, "cfg": 3.0,
+            "sample_seed": 0, "run": f"rr/sfx/{setting}/seed{seed}", "nll": nll, "nll_uncond": nll + 0.01, "fad": fad,
+            "fad_inf": None, "kl": 1.0, "clap": 0.3, "controllability": {"event": event, "count": 0.3}, "l_rr_train": 0.02}
+
+
+def test_rr_tables_average_over_seeds_and_pair_each_seed_with_its_own_baseline():
+    rows = [_rr_row("none", 0, 3.90, 0.50), _rr_row("none", 1, 3.80, 0.60),
+            _rr_row("rr-max-3", 0, 3.92, 0.55), _rr_row("rr-max-3", 1, 3.81, 0.58),
+            _rr_row("rr-all-3", 0, 4.00, 0.40),
+            {**_rr_row("none", 0, 9.9, 0.1), "experiment": None, "run": "t2a_sfx_base/best"}]  # a baseline row: not here
+    ref = {"sfx": {"clap": 0.8, "controllability": {"event": 0.93, "count": 0.67}}}
+    text = rr.tables({"rows": rows, "reference": ref})
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 0,1 | 3.850 ± 0.071 |" in lines["no RR"]  # mean and sample std of 3.90, 3.80
+    assert "55 ± 7" in lines["no RR"]  # event 50 %, 60 %
+    # paired: +0.02 (seed 0) and +0.01 (seed 1) -> +0.0150 ± 0.0071; event +5 and -2 points
+    paired = [line for line in text.splitlines() if line.startswith("| RR, max, λ 3 | 0,1 | +0.0150")]
+    assert len(paired) == 1 and "+2 ± 5" in paired[0]
+    assert any(line.startswith("| RR on every step, max, λ 3 | 0 | +0.1000") for line in text.splitlines())
+    assert "| reference clips (ceiling) |" in text and "| 93 | 67 |" in text
+    assert "9.9" not in text  # rows of other scripts are not averaged in
+
+
+def _wg_row(model, seed, nll, closed=None):
+    return {"domain": "speech", "model": model, "seed": seed, "params": 4e6, "train_tokens": 1_503_232, "nll": nll,
+            "accuracy": 0.3, "ppl": 20.0, "nll_closed_loop": closed, "dev_curve": [[0, 7.0], [1_503_232, nll]]}
+
+
+def test_whisper_gpt_tables_pair_each_model_with_gpt_s_of_the_same_seed():
+    rows = [_wg_row("gpt-s", 0, 3.10), _wg_row("gpt-s", 1, 3.00), _wg_row("whisper-gpt", 0, 2.70, 3.12),
+            _wg_row("whisper-gpt", 1, 2.70, 3.02), _wg_row("whisper-gpt-codecmel", 0, 2.90, 3.05)]
+    text = wg.tables({"rows": rows})
+    hybrid = next(line for line in text.splitlines() if line.startswith("| Whisper-GPT (hybrid) | -0.400"))
+    assert "-0.400 / -0.300" in hybrid and "-0.350 ± 0.071" in hybrid and "+0.020 ± 0.000" in hybrid
+    assert any(line.startswith("| hybrid trained on the codec mel | -0.200 |") for line in text.splitlines())
+    assert "| GPT-S (tokens only) | 4.00M | 3.050 ± 0.071 |" in text
+
+
+@pytest.mark.parametrize("values,expected", [([1.0], "1.000"), ([1.0, 2.0], "1.500 ± 0.707"), ([None, 2.0], "2.000"),
+                                             ([None], "—")])
+def test_mean_and_sample_std(values, expected):
+    assert rr._ms(values, ".3f") == expected
