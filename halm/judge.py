@@ -377,16 +377,30 @@ def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int
     metrics.jsonl and tb/; the judge itself is OUT/config.json + OUT/model.safetensors."""
     from halm.runkit import TrainingRun
 
+    if ckpt_every < 1 or steps < 0:
+        raise UserError(f"ckpt_every must be >= 1 and steps >= 0 (got {ckpt_every}, {steps})")
     settings = {"sources": [str(Path(s).resolve()) for s in sources], "steps": steps, "batch_size": batch_size,
                 "lr": lr, "attr_weight": attr_weight, "seed": seed, "warmup_steps": warmup_steps}
     with TrainingRun(out, config_file="train_config.json", state_dir="train_state") as kit:
-        kit.settings(settings, may_change=("steps",))
-        return _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device,
+        return _train_judge(kit, settings, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device,
                             warmup_steps, ckpt_every)
 
 
-def _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device, warmup_steps,
-                 ckpt_every) -> dict:
+def _sources_fingerprint(sources: list[str], clips: list[dict]) -> dict:
+    """What the clips are, beyond their folders' names: each synth corpus's settings (kind, seed, generator
+    version), the number of clips and a hash of their captions (a corpus remade in place is not resumed)."""
+    import hashlib
+
+    corpora = {}
+    for s in sources:
+        info = Path(s) / "corpus.json"
+        corpora[str(Path(s).resolve())] = json.loads(info.read_text()) if info.is_file() else None
+    text = "\n".join(c["text"] for c in clips).encode()
+    return {"corpora": corpora, "clips": len(clips), "captions_sha256": hashlib.sha256(text).hexdigest()[:16]}
+
+
+def _train_judge(kit, settings, sources, steps, batch_size, lr, attr_weight, seed, heldout, progress, device,
+                 warmup_steps, ckpt_every) -> dict:
     from halm.config import resolve_device
     from halm.runkit import warmup_cosine
 
@@ -395,6 +409,8 @@ def _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout
     rng = np.random.default_rng(seed)
     cfg = JudgeConfig()
     clips = load_clips(sources, cfg.n_mels, progress)
+    # the flags that made it, and the data: a resume must match both (a higher `steps` extends the run)
+    kit.settings({**settings, "data": _sources_fingerprint(sources, clips)}, may_change=("steps",), set_hint=False)
     values: dict[str, set] = {}
     for c in clips:
         for k, v in c["attributes"].items():
@@ -417,6 +433,9 @@ def _train_judge(kit, sources, steps, batch_size, lr, attr_weight, seed, heldout
         rng.bit_generator.state = json.loads(st["rng"])
         torch.set_rng_state(st["torch_rng"].cpu())
         start = int(st["step"])
+        if start > steps:
+            raise UserError(f"{kit.folder} is at step {start}; --steps {steps} would end it before that (give --steps >= "
+                            f"{start} to extend it, or use another --out)")
     log, t0 = kit.metrics(start), time.perf_counter()
 
     def save(done: int):

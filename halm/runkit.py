@@ -98,7 +98,8 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(folder / "tb"), purge_step=step)
+            # events from step + 1 on are dropped (those of `step` itself were logged before its checkpoint)
+            self.writer = SummaryWriter(str(folder / "tb"), purge_step=step + 1)
         except ImportError:  # tensorboard is a dependency of halm, but a run must not die for its logs
             self.writer = None
 
@@ -115,8 +116,10 @@ class MetricsLog:
     def close(self) -> None:
         if self.f is not None:
             self.f.close()
+            self.f = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class TrainingRun:
@@ -130,6 +133,7 @@ class TrainingRun:
         self.config_path = self.folder / config_file
         self.state_dir, self.state_file, self.rank = state_dir, state_file, rank
         self._lock = FolderLock(self.folder) if rank == 0 else None
+        self._logs: list[MetricsLog] = []
 
     def __enter__(self) -> TrainingRun:
         if self._lock is not None:
@@ -137,6 +141,8 @@ class TrainingRun:
         return self
 
     def __exit__(self, *exc) -> None:
+        for log in self._logs:  # also when training raised: what was logged reaches the files
+            log.close()
         if self._lock is not None:
             self._lock.release()
 
@@ -149,10 +155,11 @@ class TrainingRun:
                               "once, at the start)")
 
     def settings(self, config: dict, may_change: Iterable[str] = (), skip: Iterable[str] = (),
-                 normalize: Callable[[dict], dict] | None = None) -> dict | None:
+                 normalize: Callable[[dict], dict] | None = None, set_hint: bool = True) -> dict | None:
         """Write `config` at a first start; on a resume, refuse it (RunMismatch) if a setting differs from
         the saved one, but the dotted keys `may_change` (recorded anew when they change) and `skip` (kept as
-        saved). normalize(saved): the saved settings with defaults for fields added since. Returns the saved
+        saved). normalize(saved): the saved settings with defaults for fields added since. set_hint: the
+        message spells the saved values as `--set key=value` (trainers that take --set). Returns the saved
         settings (None at a first start)."""
         old = self.saved_settings()
         if old is None:
@@ -165,8 +172,9 @@ class TrainingRun:
         may_change = tuple(may_change)
         diffs = settings_differences(old, config, (*may_change, *skip))
         if diffs:
-            flat = [d.split(":")[0] for d in diffs]
-            settable = [k for k in flat if "." not in k or k.split(".")[0] in ("model", "train")]
+            keys = [d.split(":")[0] for d in diffs]
+            flat_config = not any(isinstance(v, dict) for v in config.values())
+            settable = [k for k in keys if set_hint and ((flat_config and "." not in k) or k.split(".")[0] in ("model", "train"))]
             hint = " ".join(f"{k.split('.')[-1]}={json.dumps(_get_leaf(old, k))}" for k in settable)
             raise RunMismatch(f"{self.folder} was made with other settings ({'; '.join(diffs)}); rerun its own command "
                               f"to resume it{f' (as --set: {hint})' if hint else ''}, or choose a new --out")
@@ -200,4 +208,5 @@ class TrainingRun:
         return weights, load_state(ck / self.state_file, fix, device)
 
     def metrics(self, step: int) -> MetricsLog:
-        return MetricsLog(self.folder, step, write=self.rank == 0)
+        self._logs.append(MetricsLog(self.folder, step, write=self.rank == 0))
+        return self._logs[-1]

@@ -366,6 +366,11 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
     ck, st = kit.last_checkpoint(), None
     if ck is not None:
         weights, st = kit.load(ck, device)
+        extra = sorted(set(weights["model"]) - set(model.state_dict()))
+        if extra:  # e.g. a second stage saved with a head for its given codebook: the optimizer state does not fit
+            raise UserError(f"{ck} holds weights this model no longer has ({', '.join(extra[:3])}; made by an older "
+                            f"halm): its training state cannot be resumed. Continue from its weights with "
+                            f"`halm train --init-from {run} --out NEW_RUN`")
         model.load_state_dict(weights["model"])
         if ema is not None:
             if "ema" not in weights:

@@ -209,3 +209,20 @@ def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     mel = torch.full((2, judge.cfg.n_mels, 300), -3.0)
     emb = judge.audio_embed(mel, torch.tensor([300, 150]))
     assert emb.shape == (2, judge.cfg.dim) and torch.isfinite(emb).all()
+
+
+def test_judge_refuses_a_shorter_run_and_a_remade_corpus(corpora, tmp_path):
+    import shutil
+
+    from halm.judge import train_judge
+    from halm.runkit import RunMismatch
+
+    src = [str(shutil.copytree(c, tmp_path / f"src{i}")) for i, c in enumerate(corpora)]
+    kw = dict(batch_size=6, seed=0, progress=False, ckpt_every=2)
+    train_judge(src, str(tmp_path / "j"), steps=2, **kw)
+    with pytest.raises(ValueError, match="is at step 2"):
+        train_judge(src, str(tmp_path / "j"), steps=1, **kw)
+    info = tmp_path / "src0" / "corpus.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "generator_version": 99}))  # remade in place
+    with pytest.raises(RunMismatch, match="generator_version: .* there vs 99 asked"):
+        train_judge(src, str(tmp_path / "j"), steps=2, **kw)

@@ -220,3 +220,13 @@ def test_second_stage_trains_without_text_and_generate_full_decodes_every_codebo
     assert again.returncode == 0 and np.array_equal(sf.read(tmp_path / "again.wav")[0], a)
     bad = subprocess.run([*gen, "--full", str(gpt), "--out", str(tmp_path / "bad.wav")], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a second-stage run" in bad.stderr and "Traceback" not in bad.stderr
+    # a second stage saved when it had a head for its given codebook: the weights load (for --init-from), the
+    # training state is not resumed (its optimizer holds that head), and the message says what to do instead
+    from safetensors.torch import load_file, save_file
+
+    ck = fine / "checkpoint" / "model.safetensors"
+    w = load_file(str(ck))
+    save_file({**w, "heads.0.weight": torch.zeros_like(w["heads.1.weight"])}, str(ck))
+    old = subprocess.run([*halm, "train", "--preset", "tiny-fine", "--data", str(t2a_data), "--out", str(fine), "--steps",
+                          "8", "--set", "batch_size=2", "eval_every=6", "log_every=2"], capture_output=True, text=True)
+    assert old.returncode == 2 and "--init-from" in old.stderr and "heads.0.weight" in old.stderr

@@ -120,7 +120,8 @@ def _in(rng: tuple[int, int] | None, v: int) -> bool:
 
 def regions(sf: SoundFont, bank: int, program: int, key: int, velocity: int) -> list[dict]:
     """The generator sets of every sample that plays for (bank, program, key, velocity)."""
-    zones = sf.presets.get((bank, program)) or sf.presets.get((0 if bank != 128 else 128, 0)) or next(iter(sf.presets.values()))
+    zones = (sf.presets.get((bank, program)) or sf.presets.get((0, program) if bank != 128 else (128, 0))
+             or next(iter(sf.presets.values())))  # the General MIDI fallbacks: the melodic bank, the standard kit
     out = []
     p_global = zones[0]
     for pz in zones[1:]:
@@ -197,6 +198,11 @@ def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int) -> np.n
     end = h.end + g.get(END, 0) + 32768 * g.get(END_COARSE, 0)
     ls = h.loop_start + g.get(LOOP_START, 0) + 32768 * g.get(LOOP_START_COARSE, 0)
     le = h.loop_end + g.get(LOOP_END, 0) + 32768 * g.get(LOOP_END_COARSE, 0)
+    n_all = len(sf.samples)  # offsets that point outside the sample data are clamped to it
+    start, end = min(max(start, 0), n_all - 2), min(max(end, 1), n_all)
+    ls, le = min(max(ls, start), end), min(max(le, start), end)
+    if h.rate <= 0 or end - start < 2:
+        return np.zeros(0, dtype=np.float32)
     if g.get(KEYNUM, -1) >= 0:
         key = g[KEYNUM]
     root = g[ROOT_KEY] if g[ROOT_KEY] >= 0 else h.root
@@ -204,7 +210,7 @@ def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int) -> np.n
     step = 2.0 ** (cents / 1200.0) * h.rate / sr
     env, rel_at = _volume_envelope(g, key, n_held, sr), n_held
     mode = g.get(SAMPLE_MODES, 0) & 3
-    looping = mode in (1, 3) and end > le > ls + 1
+    looping = mode in (1, 3) and end >= le > ls + 1
     n = len(env)
     loops = n if looping and mode == 1 else min(rel_at, n) if looping else 0  # output samples read in the loop
     pos = _looped(loops, step, start, ls, le)
