@@ -94,6 +94,7 @@ def test_music_synthesis_needs_no_tinysoundfont(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "m" / "corpus.json").read_text())["generator_version"] == 2
     with pytest.raises(ValueError, match="pip install --no-deps tinysoundfont"):
         synthesize("music", tmp_path / "t", 0.2, seed=0, progress=False, renderer="tinysoundfont")
+    assert not (tmp_path / "t").exists()  # refused before anything is written: the default renderer can use the folder
     # a corpus made by tinysoundfont (generator version 1) is not continued with the other renderer
     (tmp_path / "v1").mkdir()
     (tmp_path / "v1" / "corpus.json").write_text(json.dumps({"kind": "music", "seed": 0, "sample_rate": SR,

@@ -45,6 +45,10 @@ def synthesize(
         renderer = renderer or "halm"
         if renderer not in RENDERERS:
             raise UserError(f"--renderer {renderer!r}: choose from {', '.join(RENDERERS)}")
+        if renderer == "tinysoundfont":  # checked before the corpus folder is made
+            from halm.data.synth.music import require_tinysoundfont
+
+            require_tinysoundfont()
         make, version = functools.partial(make, renderer=renderer), 1 if renderer == "tinysoundfont" else version
     elif renderer is not None:
         raise UserError(f"--renderer is for music; {kind} has no SoundFont renderer")

@@ -179,6 +179,18 @@ def compose(a: dict, rng: np.random.Generator, seconds: float):
     return pm
 
 
+def require_tinysoundfont():
+    """The tinysoundfont module, or one message saying how to install it."""
+    try:
+        import tinysoundfont
+    except ImportError as e:
+        raise UserError(
+            "--renderer tinysoundfont needs the package tinysoundfont: pip install --no-deps tinysoundfont "
+            "(--no-deps skips pyaudio, which is only for live playback); the default --renderer halm needs nothing"
+        ) from e
+    return tinysoundfont
+
+
 def render(pm, sample_rate: int, seconds: float, renderer: str = "halm") -> np.ndarray:
     """Render a PrettyMIDI to mono float32 of exactly `seconds`: with halm's own SoundFont renderer
     (halm.data.synth.soundfont), or with `tinysoundfont` (the renderer of corpora of generator version 1)."""
@@ -190,13 +202,7 @@ def render(pm, sample_rate: int, seconds: float, renderer: str = "halm") -> np.n
         return _finish(render_notes(_soundfont_path(), notes, seconds, sample_rate, gain_db=-6.0), sample_rate)
     if renderer != "tinysoundfont":
         raise ValueError(f"unknown renderer {renderer!r} (halm or tinysoundfont)")
-    try:
-        import tinysoundfont
-    except ImportError as e:
-        raise UserError(
-            "--renderer tinysoundfont needs the package tinysoundfont: pip install --no-deps tinysoundfont "
-            "(--no-deps skips pyaudio, which is only for live playback); the default --renderer halm needs nothing"
-        ) from e
+    tinysoundfont = require_tinysoundfont()
     synth = tinysoundfont.Synth(samplerate=sample_rate, gain=-6.0)
     sfid = synth.sfload(_soundfont_path())
     events = []  # (sample, order, kind, channel, key, velocity): note-offs before note-ons at one instant
