@@ -21,7 +21,7 @@ def corpus_digest(d):
 @pytest.mark.parametrize("kind", KINDS)
 def test_deterministic_for_a_seed(tmp_path, kind):
     a = synthesize(kind, tmp_path / "a", 0.1, seed=7, progress=False)
-    synthesize(kind, tmp_path / "b", 0.1, seed=7, progress=False)
+    synthesize(kind, tmp_path / "b", 0.1, seed=7, progress=False, workers=2)  # the same corpus from two processes
     synthesize(kind, tmp_path / "c", 0.1, seed=8, progress=False)
     assert a.seconds >= 6 and a.items == len((tmp_path / "a" / "manifest.jsonl").read_text().splitlines())
     assert corpus_digest(tmp_path / "a") == corpus_digest(tmp_path / "b")

@@ -12,7 +12,7 @@ def cmd_synth(args) -> int:
     from halm.data.synth import synthesize
 
     stats = synthesize(args.kind, args.out, args.minutes, seed=args.seed, sample_rate=args.sample_rate,
-                       progress=not args.json and not args.quiet, renderer=args.renderer)
+                       progress=not args.json and not args.quiet, renderer=args.renderer, workers=args.workers)
     result = {"out": stats.out, "kind": stats.kind, "clips": stats.items, "seconds": round(stats.seconds, 2),
               "new_clips": stats.new_items, "new_seconds": round(stats.new_seconds, 2),
               "elapsed_s": round(stats.elapsed, 2), "realtime_factor": round(stats.realtime_factor, 1)}
@@ -140,6 +140,8 @@ def register(sub) -> None:
     s.add_argument("--renderer", choices=["halm", "tinysoundfont"], help="music: the SoundFont renderer (default halm, "
                    "numpy, nothing to install; tinysoundfont remakes corpora of generator version 1 and needs "
                    "`pip install --no-deps tinysoundfont`)")
+    s.add_argument("--workers", type=int, default=1, help="processes making clips (default 1; the corpus is the same for "
+                   "any number)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(s)
     s.set_defaults(func=cmd_synth)

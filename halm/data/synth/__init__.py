@@ -32,14 +32,17 @@ RENDERERS = ("halm", "tinysoundfont")  # music: halm's SoundFont renderer (gener
 
 def synthesize(
     kind: str, out: str | os.PathLike, minutes: float, seed: int = 0,
-    sample_rate: int = DEFAULT_SAMPLE_RATE, progress: bool = True, renderer: str | None = None,
+    sample_rate: int = DEFAULT_SAMPLE_RATE, progress: bool = True, renderer: str | None = None, workers: int = 1,
 ) -> CorpusStats:
     """Make (or continue) an offline corpus of at least `minutes` of audio in `out`.
 
     renderer (music only): "halm" (default; numpy, halm.data.synth.soundfont) or "tinysoundfont" (the
-    renderer of music corpora of generator version 1, for remaking them; `pip install --no-deps tinysoundfont`)."""
+    renderer of music corpora of generator version 1, for remaking them; `pip install --no-deps tinysoundfont`).
+    workers: processes making clips (the corpus is the same for any number)."""
     if minutes <= 0:
         raise UserError("--minutes must be positive")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     make, version = _maker(kind)
     if kind == "music":
         renderer = renderer or "halm"
@@ -54,7 +57,7 @@ def synthesize(
         raise UserError(f"--renderer is for music; {kind} has no SoundFont renderer")
     try:
         return write_corpus(kind, functools.partial(make, sample_rate=sample_rate), out, minutes, seed,
-                            sample_rate, version, progress)
+                            sample_rate, version, progress, workers)
     except CorpusMismatch as e:
         if kind == "music" and "generator_version" in str(e):
             raise CorpusMismatch(f"{e} (music generator version 1 is --renderer tinysoundfont, 2 is --renderer halm)") from None

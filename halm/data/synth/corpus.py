@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,26 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
+def _make(make_clip: Callable[[int, np.random.Generator], Clip], seed: int, i: int) -> Clip:
+    return make_clip(i, np.random.default_rng([seed, i]))
+
+
+def _clips(make_clip, seed: int, start: int, workers: int) -> Iterator[tuple[int, Clip]]:
+    """Clips start, start + 1, ... in order; with workers > 1 made by that many processes a few clips ahead of
+    the writer (each clip depends on (seed, i) only, so the corpus is the same for any number of workers)."""
+    if workers <= 1:
+        i = start
+        while True:
+            yield i, _make(make_clip, seed, i)
+            i += 1
+    with ProcessPoolExecutor(workers) as pool:
+        i = start
+        while True:
+            batch = list(range(i, i + 4 * workers))
+            yield from zip(batch, pool.map(_make, [make_clip] * len(batch), [seed] * len(batch), batch))
+            i += len(batch)
+
+
 def write_corpus(
     kind: str,
     make_clip: Callable[[int, np.random.Generator], Clip],
@@ -79,6 +100,7 @@ def write_corpus(
     sample_rate: int,
     version: int,
     progress: bool = True,
+    workers: int = 1,
 ) -> CorpusStats:
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -100,10 +122,10 @@ def write_corpus(
     start = time.perf_counter()
     bar = tqdm(total=round(target, 1), initial=round(min(done_seconds, target), 1), unit="s", unit_scale=True,
                desc=f"synth {kind}", disable=not progress, dynamic_ncols=True)
+    clips = _clips(make_clip, seed, len(rows), workers)
     with open(manifest, "a", encoding="utf-8") as f:
-        i = len(rows)
         while stats.seconds < target:
-            clip = make_clip(i, np.random.default_rng([seed, i]))
+            i, clip = next(clips)
             wav = np.asarray(clip.wav, dtype=np.float32)
             name = f"{kind}_{i:06d}"
             save_audio(out / "audio" / f"{name}.wav", wav, sample_rate)
@@ -120,7 +142,7 @@ def write_corpus(
             stats.elapsed = time.perf_counter() - start
             bar.update(round(min(duration, target - bar.n), 1) if bar.n < target else 0)
             bar.set_postfix_str(f"{stats.realtime_factor:.0f}x real time, {stats.items} clips")
-            i += 1
+    clips.close()  # (the workers' clips made ahead of the target are not written)
     bar.close()
     stats.elapsed = time.perf_counter() - start
     return stats
