@@ -190,9 +190,9 @@ def _looped(n: int, step: float, start: float, ls: int, le: int) -> np.ndarray:
     return pos
 
 
-def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int) -> np.ndarray:
+def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int, max_len: int | None = None) -> np.ndarray:
     """One sample's voice (mono float32) from the note-on, held for n_held output samples, then released until
-    it falls silent; at full velocity (the caller scales it by the note's velocity, see velocity_gain)."""
+    it falls silent (or cut at max_len samples); at full velocity (the caller scales it, see velocity_gain)."""
     h = sf.headers[g[SAMPLE_ID]]
     start = h.start + g.get(START, 0) + 32768 * g.get(START_COARSE, 0)
     end = h.end + g.get(END, 0) + 32768 * g.get(END_COARSE, 0)
@@ -209,6 +209,8 @@ def render_voice(sf: SoundFont, g: dict, key: int, n_held: int, sr: int) -> np.n
     cents = (key - root) * g[SCALE_TUNING] + 100 * g.get(COARSE_TUNE, 0) + g.get(FINE_TUNE, 0) + h.correction
     step = 2.0 ** (cents / 1200.0) * h.rate / sr
     env, rel_at = _volume_envelope(g, key, n_held, sr), n_held
+    if max_len is not None:
+        env = env[:max_len]
     mode = g.get(SAMPLE_MODES, 0) & 3
     looping = mode in (1, 3) and end >= le > ls + 1
     n = len(env)
@@ -286,6 +288,16 @@ def _lowpass(x: np.ndarray, fc_cents: float, q_db: float, sr: int) -> np.ndarray
     return lfilter(b / a[0], a / a[0], x)
 
 
+class _Voice:
+    """A rendered voice, and whether it was cut short at max_len (then a note that needs more renders it again)."""
+
+    def __init__(self, wav: np.ndarray, max_len: int):
+        self.wav, self.cut = wav, len(wav) >= max_len
+
+    def __len__(self) -> int:
+        return len(self.wav)
+
+
 def render_notes(path: str, notes: list[tuple[int, int, int, int, float, float]], seconds: float, sample_rate: int,
                  gain_db: float = -6.0) -> np.ndarray:
     """Mono float32 of exactly `seconds`: every (bank, program, key, velocity, start s, end s) note played with
@@ -294,7 +306,7 @@ def render_notes(path: str, notes: list[tuple[int, int, int, int, float, float]]
     total = int(round(seconds * sample_rate))
     out = np.zeros(total, dtype=np.float32)
     zones, voices = {}, {}  # a piece repeats its notes (chords, bass, drums): each voice is rendered once
-    for bank, program, key, velocity, t_on, t_off in notes:
+    for bank, program, key, velocity, t_on, t_off in sorted(notes, key=lambda n: n[4]):  # (later notes need less of a voice)
         at = int(t_on * sample_rate)
         if at >= total or velocity <= 0:
             continue
@@ -303,8 +315,8 @@ def render_notes(path: str, notes: list[tuple[int, int, int, int, float, float]]
             zones[bank, program, key, velocity] = regions(sf, bank, program, key, velocity)
         for g in zones[bank, program, key, velocity]:
             k = (tuple(sorted(g.items())), key, held)
-            if k not in voices:
-                voices[k] = render_voice(sf, g, key, held, sample_rate)
-            wav = voices[k][: total - at]
+            if k not in voices or len(voices[k]) < total - at and voices[k].cut:
+                voices[k] = _Voice(render_voice(sf, g, key, held, sample_rate, max_len=total - at), total - at)
+            wav = voices[k].wav[: total - at]
             out[at:at + len(wav)] += wav * velocity_gain(g, velocity)
     return out * np.float32(10.0 ** (gain_db / 20.0))
