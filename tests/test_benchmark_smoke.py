@@ -15,6 +15,6 @@ def test_t2a_scale_speed_runs_on_the_cpu_and_reports_mfu_against_the_given_peak(
                         "--peak-tflops", "2", "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     row = json.loads(r.stdout)["rows"][0]
     assert row["preset"] == "tiny-t2a" and row["precision"] in ("fp32", "bf16 autocast")
-    assert row["train_codes_per_s"] == round(row["train_pattern_steps_per_s"] * row["codebooks"], 1)
+    assert abs(row["train_codes_per_s"] - row["train_pattern_steps_per_s"] * row["codebooks"]) <= 0.5  # (both rounded)
     assert abs(row["mfu"] - 6 * row["params"] * row["train_pattern_steps_per_s"] / 2e12) < 1e-4
     assert row["sample_frames"] == 38 and row["sample_frames_per_s"] > 0
