@@ -333,11 +333,12 @@ def _batch(clips: list[dict], n_frames: int, rng: np.random.Generator | None):
 # ---- train / save / load / eval -----------------------------------------------------------------
 def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
     from halm.checkpoint import save_weights
+    from halm.runkit import cpu_tensors
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
-    save_weights({k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}, str(tmp))
+    save_weights(cpu_tensors(judge.state_dict()), str(tmp))
     os.replace(tmp, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
 

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from halm.runkit import cpu_tensors
+
 
 def dist_setup() -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process; the process group is made under torchrun (nccl on CUDA, else gloo)."""
@@ -29,7 +31,7 @@ def dist_setup() -> tuple[int, int, torch.device]:
 
 def cpu_state(model: nn.Module) -> dict:
     """The module's state dict on the CPU, contiguous (what a checkpoint saves)."""
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return cpu_tensors(model.state_dict())
 
 
 def _full_options():

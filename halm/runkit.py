@@ -44,6 +44,11 @@ class RunMismatch(UserError):
     """An existing run folder was made with other settings."""
 
 
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as contiguous CPU tensors, as safetensors writes them (from any device)."""
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
 def warmup_cosine(step: int, lr: float, warmup_steps: int, steps: int, min_lr_ratio: float = 0.0) -> float:
     """The learning rate of 0-based `step`: linear warm-up over warmup_steps, then a cosine from lr down to
     lr * min_lr_ratio at `steps` (and flat after it)."""
@@ -195,7 +200,7 @@ class TrainingRun:
 
         def write(folder: Path):
             for name, tensors in weights.items():
-                save_weights({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / f"{name}.safetensors"))
+                save_weights(cpu_tensors(tensors), str(folder / f"{name}.safetensors"))
             torch.save(state, folder / self.state_file)
 
         write_checkpoint_dir(Path(root or self.folder) / self.state_dir, write)
