@@ -47,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"halm {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under torchrun: destroy the process group before the interpreter shuts down. Left to finalization, gloo's
+    worker threads can still hold tensors then, and a rank dies with SIGABRT after its work is done."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
