@@ -50,12 +50,23 @@ def train_overrides(args, setting: str, seed: int) -> list[str]:
             *SETTINGS[setting]]
 
 
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
 def train_l_rr(run: Path) -> float | None:
     """Mean L_rr over the CFG steps of the second half of training (logged without gradient when rr_weight=0)."""
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = _metrics(run)
     last = max(r["step"] for r in rows)
     v = [r["l_rr"] for r in rows if "l_rr" in r and r["step"] > last / 2]
     return float(np.mean(v)) if v else None
+
+
+def train_tokens_per_s(run: Path) -> float | None:
+    """The training throughput over the whole run, from its logged rows (also for a run trained in several
+    sittings, or one whose scoring alone is rerun)."""
+    v = [r["tokens_per_s"] for r in _metrics(run) if r.get("tokens_per_s")]
+    return round(float(np.mean(v)), 1) if v else None
 
 
 def scored(results_path: Path, name: str, cfg: float) -> bool:
@@ -70,14 +81,14 @@ def run_all(args) -> None:
 
     for seed in args.seeds:
         for setting in args.settings:
-            run = Path(args.runs) / args.domain / setting / f"seed{seed}"
+            run = Path(args.runs) / args.domain / setting / f"seed{seed}" / f"steps{args.steps}"
             name = f"rr/{args.domain}/{setting}/seed{seed}/steps{args.steps}"
             if scored(Path(args.results), name, args.cfg):
                 continue
             overrides = train_overrides(args, setting, seed)
-            tr = train(args.preset, args.data, str(run), steps=args.steps, overrides=overrides, progress=not args.quiet)
+            train(args.preset, args.data, str(run), steps=args.steps, overrides=overrides, progress=not args.quiet)
             extra = {"experiment": "rr", "preset": args.preset, "overrides": overrides,
-                     "train_tokens_per_s": tr.get("tokens_per_s"), "l_rr_train": train_l_rr(run)}
+                     "train_tokens_per_s": train_tokens_per_s(run), "l_rr_train": train_l_rr(run)}
             t2a_baseline.score(SimpleNamespace(
                 run=str(run), captions=args.captions, domain=args.domain, setting=setting, n=args.n, cfgs=[args.cfg],
                 seed=0, out=str(Path(args.runs) / args.domain / "evals"), results=args.results, run_name=name,
@@ -142,7 +153,7 @@ def main():
     p.add_argument("--data", help="prepared captioned dataset (halm prepare --require-text)")
     p.add_argument("--captions", help="held-out captioned corpus with reference audio (e.g. a synth corpus of another seed)")
     p.add_argument("--domain", choices=sorted(t2a_baseline.HEADS), default="sfx", help="which judge heads apply (default sfx)")
-    p.add_argument("--runs", help="folder for the runs (RUNS/DOMAIN/SETTING/seedN) and their eval-t2a outputs")
+    p.add_argument("--runs", help="folder for the runs (RUNS/DOMAIN/SETTING/seedN/stepsK) and their eval-t2a outputs")
     p.add_argument("--results", default="docs/results/t2a_rr.json", help="results JSON, shared with t2a_baseline.py")
     p.add_argument("--preset", default="t2a-s", help="t2a preset (default t2a-s)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run (default all)")

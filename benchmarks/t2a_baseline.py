@@ -43,12 +43,14 @@ def score(args) -> dict:
     steps = json.loads(best.read_text())["step"] if best.exists() else rc["train"]["steps"]
     t0 = time.perf_counter()
     ev = evaluate_run(args.run, split="test", progress=False)
+    given_name = getattr(args, "run_name", None)
+    run_name = given_name or ("/".join(Path(args.run).resolve().parts[-2:]) if best.exists() else Path(args.run).name)
+    # one folder of clips and report per scored run (RR runs of one setting differ by seed and steps)
+    folder = given_name.replace("/", "_") if given_name else Path(args.run).resolve().parent.name
     for cfg in args.cfgs:
-        out = Path(args.out) / f"{Path(args.run).resolve().parent.name}_cfg{cfg:g}_seed{args.seed}"
+        out = Path(args.out) / f"{folder}_cfg{cfg:g}_seed{args.seed}"
         sc = eval_t2a(args.run, args.captions, str(out), n=args.n, cfg_coef=cfg, seed=args.seed, progress=False,
                       codec_ceiling=True)
-        run_name = getattr(args, "run_name", None) or (
-            "/".join(Path(args.run).resolve().parts[-2:]) if best.exists() else Path(args.run).name)
         row = {"domain": args.domain, "setting": args.setting, "run": run_name, "seed": rc["train"]["seed"],
                "sample_seed": args.seed, "cfg": cfg, "steps": steps,
                "train_tokens": steps * rc["train"]["batch_size"] * rc["model"]["context"],
@@ -61,16 +63,21 @@ def score(args) -> dict:
         results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {"rows": []}
         results["rows"] = [r for r in results["rows"] if not (r["run"] == row["run"] and r["cfg"] == cfg
                                                               and r["sample_seed"] == args.seed)] + [row]
-        results.setdefault("reference", {})[args.domain] = {
+        ref = results.setdefault("reference", {}).get(args.domain)
+        if ref and (ref["captions"], ref["n_clips"]) != (Path(args.captions).name, sc["n"]):
+            lock.close()  # every row of a domain is read against one ceiling: its captions and N must match
+            raise SystemExit(f"{args.results} holds {args.domain} rows scored on {ref['n_clips']} captions of "
+                             f"{ref['captions']}; score on the same (--captions, --n) or write another --results")
+        results["reference"][args.domain] = {
             "clap": sc["reference"]["clap"], "controllability": sc["reference"]["controllability"],
             "codec": sc["reference_codec"], "n_clips": sc["n"], "captions": Path(args.captions).name}
-        _stamp(results, rc, sc, args, t0)
+        _stamp(results, rc, sc, args, t0, run_name)
         lock.close()
         print(json.dumps(row), flush=True)
     return results
 
 
-def _stamp(results: dict, rc: dict, sc: dict, args, t0: float) -> None:
+def _stamp(results: dict, rc: dict, sc: dict, args, t0: float, run_name: str) -> None:
     """The file-level facts (codec, judge, corpus, machine) and an atomic write."""
     from halm.judge import judge_hash
 
@@ -80,7 +87,7 @@ def _stamp(results: dict, rc: dict, sc: dict, args, t0: float) -> None:
                                                       "splits_minutes": corpus_minutes(rc["data"]["path"])}
     results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads 1"
     results["date"] = time.strftime("%Y-%m-%d")
-    results.setdefault("wall_s", {})[f"{args.setting}/{args.domain}"] = round(time.perf_counter() - t0, 1)
+    results.setdefault("wall_s", {})[run_name] = round(time.perf_counter() - t0, 1)  # scoring time, per run
     tmp = Path(args.results).with_suffix(f".{os.getpid()}.tmp")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -332,7 +332,7 @@ def _batch(clips: list[dict], n_frames: int, rng: np.random.Generator | None):
 
 # ---- train / save / load / eval -----------------------------------------------------------------
 def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
-    from halm.checkpoint import save_weights
+    from halm.checkpoint import atomic_write_text, save_weights
     from halm.runkit import cpu_tensors
 
     out = Path(out)
@@ -340,7 +340,7 @@ def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
     tmp = out / "model.safetensors.tmp"
     save_weights(cpu_tensors(judge.state_dict()), str(tmp))
     os.replace(tmp, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
 
 
 DEFAULT_JUDGE = Path(__file__).parent / "assets" / "judge_halm_small"
@@ -392,10 +392,13 @@ def _sources_fingerprint(sources: list[str], clips: list[dict]) -> dict:
     version), the number of clips and a hash of their captions (a corpus remade in place is not resumed)."""
     import hashlib
 
+    from halm.checkpoint import read_json_file
+
     corpora = {}
     for s in sources:
         info = Path(s) / "corpus.json"
-        corpora[str(Path(s).resolve())] = json.loads(info.read_text()) if info.is_file() else None
+        corpora[str(Path(s).resolve())] = (read_json_file(info, "corpus description", f"remake the corpus {s} with "
+                                                          "its `halm synth` command") if info.is_file() else None)
     text = "\n".join(c["text"] for c in clips).encode()
     return {"corpora": corpora, "clips": len(clips), "captions_sha256": hashlib.sha256(text).hexdigest()[:16]}
 

@@ -2,10 +2,10 @@
 
     run = TrainingRun(out)                      # or config_file= / state_dir= / state_file= for its layout
     with run:                                   # OUT/.lock: one process trains a folder at a time
-        saved = run.settings(config, may_change=("train.steps",))  # first start: written; resume: compared
+        saved = run.settings(config, may_change=("train.steps",))  # resume: compared with the saved ones
         ck = run.last_checkpoint()              # None on a first start
         weights, state = run.load(ck)           # {"model": tensors, ...}, the loop's state (step, RNG, optimizer)
-        log = run.metrics(step)                 # metrics.jsonl + tb/; rows logged after `step` are dropped
+        log = run.metrics(step)                 # the settings recorded; metrics.jsonl + tb/ (rows after `step` dropped)
         ...
         log({"step": step, "loss": ...})        # one JSON line, and TensorBoard scalars (train/…, val/…)
         run.save({"model": sd}, state)          # OUT/STATE_DIR written as a whole (halm.checkpoint)
@@ -139,6 +139,7 @@ class TrainingRun:
         self.state_dir, self.state_file, self.rank = state_dir, state_file, rank
         self._lock = FolderLock(self.folder) if rank == 0 else None
         self._logs: list[MetricsLog] = []
+        self._unrecorded: dict | None = None  # settings to write once every check of the trainer has passed
 
     def __enter__(self) -> TrainingRun:
         if self._lock is not None:
@@ -161,16 +162,18 @@ class TrainingRun:
 
     def settings(self, config: dict, may_change: Iterable[str] = (), skip: Iterable[str] = (),
                  normalize: Callable[[dict], dict] | None = None, set_hint: bool = True) -> dict | None:
-        """Write `config` at a first start; on a resume, refuse it (RunMismatch) if a setting differs from
-        the saved one, but the dotted keys `may_change` (recorded anew when they change) and `skip` (kept as
-        saved). normalize(saved): the saved settings with defaults for fields added since. set_hint: the
-        message spells the saved values as `--set key=value` (trainers that take --set). Returns the saved
-        settings (None at a first start)."""
+        """At a first start, `config` is the run's settings; on a resume, refuse it (RunMismatch) if a setting
+        differs from the saved one, but the dotted keys `may_change` (recorded anew when they change) and
+        `skip` (kept as saved). normalize(saved): the saved settings with defaults for fields added since.
+        set_hint: the message spells the saved values as `--set key=value` (trainers that take --set).
+        Returns the saved settings (None at a first start).
+
+        Nothing is written here: the settings are recorded by metrics(), which a trainer calls once all its
+        other checks passed, so a command refused later (a bad combination, a --steps below the checkpoint)
+        leaves the folder as it was and its corrected rerun is not refused for the settings it did not run."""
         old = self.saved_settings()
         if old is None:
-            if self.rank == 0:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(self.config_path, json.dumps(config, indent=2) + "\n")
+            self._unrecorded = config
             return None
         if normalize is not None:
             old = normalize(old)
@@ -184,11 +187,19 @@ class TrainingRun:
             raise RunMismatch(f"{self.folder} was made with other settings ({'; '.join(diffs)}); rerun its own command "
                               f"to resume it{f' (as --set: {hint})' if hint else ''}, or choose a new --out")
         changed = [k for k in may_change if _get_leaf(old, k) != _get_leaf(config, k)]
-        if changed and self.rank == 0:
+        if changed:
+            new = json.loads(json.dumps(old))
             for k in changed:
-                _set_leaf(old, k, _get_leaf(config, k))
-            atomic_write_text(self.config_path, json.dumps(old, indent=2) + "\n")
+                _set_leaf(new, k, _get_leaf(config, k))
+            self._unrecorded = new
         return old
+
+    def record_settings(self) -> None:
+        """Write the settings settings() accepted (first start, or keys that may change); metrics() calls it."""
+        if self._unrecorded is not None and self.rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config_path, json.dumps(self._unrecorded, indent=2) + "\n")
+        self._unrecorded = None
 
     # ---- checkpoints ----
     def last_checkpoint(self, root: str | os.PathLike | None = None) -> Path | None:
@@ -207,11 +218,15 @@ class TrainingRun:
 
     def load(self, ck: Path, device="cpu") -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
         """(weights by name, state) of checkpoint folder `ck`; a damaged file is one message naming it."""
-        fix = f"remove {ck} to train {self.folder} from the start"
+        own = ck.resolve().is_relative_to(self.folder.resolve())
+        fix = (f"remove {ck} to train {self.folder} from the start" if own else
+               "restore it from a copy, or start from another run")  # an --init-from source is not ours to remove
         weights = {p.name.removesuffix(".safetensors"): load_weights(p, fix, device=str(device))
                    for p in sorted(ck.glob("*.safetensors"))}
         return weights, load_state(ck / self.state_file, fix, device)
 
     def metrics(self, step: int) -> MetricsLog:
+        """The run's logs from `step` on; the settings are recorded first (the run starts here)."""
+        self.record_settings()
         self._logs.append(MetricsLog(self.folder, step, write=self.rank == 0))
         return self._logs[-1]

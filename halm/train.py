@@ -51,6 +51,9 @@ from halm.parallel import dist_setup, load_optimizer_state, shard_model, trainin
 from halm.runkit import RunMismatch, TrainingRun, warmup_cosine
 from halm.runs import read_run_config
 
+# TrainConfig fields that say how a run executes, not what it trains: a resume may change them
+RUN_SETTINGS = ("train.steps", "train.threads", "train.log_every", "train.ckpt_every", "train.checkpoint_activations")
+
 
 @dataclass
 class TrainConfig:
@@ -333,7 +336,8 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
             tcfg = dataclasses.replace(tcfg, steps=old["train"]["steps"])
             run_config["train"] = tcfg.to_dict()
     # a resume must match every setting but the length (a higher --steps extends a run; the new one is recorded)
-    kit.settings(run_config, may_change=("train.steps",), skip=("halm_version", "preset", "init_from", "data.frame_rate"),
+    # and how the run executes (threads, logging and checkpoint intervals, activation recomputation)
+    kit.settings(run_config, may_change=RUN_SETTINGS, skip=("halm_version", "preset", "init_from", "data.frame_rate"),
                  normalize=lambda old: {**old, "model": config_from_dict(old["family"], old["model"]).to_dict()})
 
     torch.manual_seed(tcfg.seed)
@@ -382,6 +386,8 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
                             f"{step} to extend it, or use another --out)")
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in st:  # (dropout on a GPU draws from the device's generator)
+            torch.cuda.set_rng_state(st["cuda_rng"].cpu(), device)
 
     n_params = count_params(model)
     core = _LossModule(model)
@@ -420,7 +426,8 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
 
     def loop_state() -> dict:  # what a resume needs besides the weights and the optimizer
         return {"step": step, "tokens": tokens_seen, "elapsed": elapsed_before + time.perf_counter() - t_start,
-                "sampler": sampler.state(), "torch_rng": torch.get_rng_state()}
+                "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
 
     def save(snapshot: tuple, root: Path | None = None):  # RUN/checkpoint (or RUN/best/checkpoint) as a whole
         weights, ema_weights, opt_state = snapshot

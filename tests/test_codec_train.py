@@ -328,6 +328,8 @@ def test_harmonic_branch_trains_resumes_identically_and_joins_a_run_with_a_pitch
     with pytest.raises(ValueError, match="need a harmonic branch"):
         train_codec(CodecTrainConfig(**{**cfg, "branch_weight": 1.0, "steps": 1}), data, tmp_path / "y", progress=False)
     harm = {**cfg, "harmonics": 4, "branch_weight": 1.0}
+    # the refused command left no settings behind: its corrected rerun in the same folder trains
+    train_codec(CodecTrainConfig(**{**harm, "steps": 1}), data, tmp_path / "y", progress=False)
     train_codec(CodecTrainConfig(**{**harm, "steps": 4}), data, tmp_path / "full", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["branch"] > 0 for r in rows)  # the branch's own mel loss

@@ -222,6 +222,7 @@ def test_judge_refuses_a_shorter_run_and_a_remade_corpus(corpora, tmp_path):
     train_judge(src, str(tmp_path / "j"), steps=2, **kw)
     with pytest.raises(ValueError, match="is at step 2"):
         train_judge(src, str(tmp_path / "j"), steps=1, **kw)
+    assert json.loads((tmp_path / "j" / "train_config.json").read_text())["steps"] == 2  # the refusal recorded nothing
     info = tmp_path / "src0" / "corpus.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "generator_version": 99}))  # remade in place
     with pytest.raises(RunMismatch, match="generator_version: .* there vs 99 asked"):

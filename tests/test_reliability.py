@@ -152,6 +152,11 @@ def test_resume_refuses_other_data_and_names_the_fields_but_more_steps_extend(tm
     assert r["steps"] == 4 and r["new_tokens"] == 0 and json.loads((run / "config.json").read_text())["train"]["steps"] == 4
     with pytest.raises(UserError, match="is at step 4; --steps 3 would end it"):
         train("tiny-gpt", str(lm_data), run, steps=3, overrides=FAST, progress=False)
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4  # a refused command records nothing
+    # how the run executes may change on a resume (and is recorded): threads, logging and checkpoint intervals
+    r = train("tiny-gpt", str(lm_data), run, steps=5, overrides=[*FAST, "threads=2", "ckpt_every=3", "log_every=2"],
+              progress=False)
+    assert r["steps"] == 5 and json.loads((run / "config.json").read_text())["train"]["threads"] == 2
 
 
 def test_the_nan_stop_does_not_name_a_checkpoint_that_does_not_exist(tmp_path, lm_data):

@@ -35,10 +35,14 @@ def test_settings_are_written_once_compared_on_resume_and_record_what_may_change
     run = TrainingRun(tmp_path / "run")
     cfg = {"model": {"n_layer": 2}, "train": {"lr": 0.001, "steps": 10}, "note": "a"}
     assert run.settings(cfg, may_change=("train.steps",)) is None
+    assert not (tmp_path / "run").exists()  # recorded only once the trainer's other checks passed
+    run.record_settings()
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg
     assert run.settings(cfg, may_change=("train.steps",)) == cfg  # the identical command resumes
     longer = {**cfg, "train": {"lr": 0.001, "steps": 30}, "note": "b"}
     run.settings(longer, may_change=("train.steps",), skip=("note",))
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg  # a command refused later changes nothing
+    run.metrics(0).close()  # the run starts: what may change is recorded
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["steps"] == 30 and saved["note"] == "a"  # the new length recorded, skipped keys kept
     with pytest.raises(RunMismatch, match=r"train\.lr: 0\.001 there vs 0\.01 asked.*as --set: lr=0\.001"):

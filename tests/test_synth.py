@@ -131,3 +131,25 @@ def test_beep_onsets_are_audible_as_separate_events():
     rises = np.flatnonzero(np.diff(env.astype(int)) == 1)
     assert len(rises) + int(env[0]) == 4
     np.testing.assert_allclose(np.sort(np.r_[[0] if env[0] else [], rises]) / 24000, onsets, atol=0.01)
+
+
+def test_ctrl_c_with_workers_is_one_line_and_the_rerun_completes_the_same_corpus(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "halm", "synth", "sfx", "--minutes", "0.5", "--seed", "3", "--workers", "2"]
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    manifest, deadline = tmp_path / "cut" / "manifest.jsonl", time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (manifest.exists() and manifest.read_text().count("\n") >= 2):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the writer and its workers
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; rerun the same command" in err  # no worker's traceback either
+    for out in ("cut", "whole"):
+        subprocess.run([*cmd, "--out", str(tmp_path / out)], check=True, capture_output=True)
+    assert corpus_digest(tmp_path / "cut") == corpus_digest(tmp_path / "whole")

@@ -9,8 +9,11 @@ was killed while writing it) is made again, a half-written last line is dropped.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -75,20 +78,31 @@ def _make(make_clip: Callable[[int, np.random.Generator], Clip], seed: int, i: i
     return make_clip(i, np.random.default_rng([seed, i]))
 
 
+def _ignore_sigint() -> None:  # Ctrl-C reaches the writer, which stops the workers (no traceback from each)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _clips(make_clip, seed: int, start: int, workers: int) -> Iterator[tuple[int, Clip]]:
-    """Clips start, start + 1, ... in order; with workers > 1 made by that many processes a few clips ahead of
-    the writer (each clip depends on (seed, i) only, so the corpus is the same for any number of workers)."""
+    """Clips start, start + 1, ... in order; with workers > 1 made by that many processes up to 4 clips each
+    ahead of the writer (each clip depends on (seed, i) only, so the corpus is the same for any number of
+    workers). Closing the generator stops the workers and drops the clips made ahead."""
     if workers <= 1:
         i = start
         while True:
             yield i, _make(make_clip, seed, i)
             i += 1
-    with ProcessPoolExecutor(workers) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+    try:
+        ahead: collections.deque = collections.deque()
         i = start
         while True:
-            batch = list(range(i, i + 4 * workers))
-            yield from zip(batch, pool.map(_make, [make_clip] * len(batch), [seed] * len(batch), batch))
-            i += len(batch)
+            while len(ahead) < 4 * workers:  # a rolling window: no worker waits for the slowest clip of a batch
+                ahead.append((i, pool.submit(_make, make_clip, seed, i)))
+                i += 1
+            k, clip = ahead.popleft()
+            yield k, clip.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_corpus(
@@ -123,7 +137,7 @@ def write_corpus(
     bar = tqdm(total=round(target, 1), initial=round(min(done_seconds, target), 1), unit="s", unit_scale=True,
                desc=f"synth {kind}", disable=not progress, dynamic_ncols=True)
     clips = _clips(make_clip, seed, len(rows), workers)
-    with open(manifest, "a", encoding="utf-8") as f:
+    with open(manifest, "a", encoding="utf-8") as f, contextlib.closing(clips):
         while stats.seconds < target:
             i, clip = next(clips)
             wav = np.asarray(clip.wav, dtype=np.float32)
@@ -142,7 +156,6 @@ def write_corpus(
             stats.elapsed = time.perf_counter() - start
             bar.update(round(min(duration, target - bar.n), 1) if bar.n < target else 0)
             bar.set_postfix_str(f"{stats.realtime_factor:.0f}x real time, {stats.items} clips")
-    clips.close()  # (the workers' clips made ahead of the target are not written)
-    bar.close()
+    bar.close()  # (the workers' clips made ahead of the target are not written)
     stats.elapsed = time.perf_counter() - start
     return stats

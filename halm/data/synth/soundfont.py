@@ -79,6 +79,8 @@ def _zones(bags: list[tuple[int, int]], gens: list[tuple[int, int]], first: int,
         for oper, amount in gens[bags[b][0]:bags[b + 1][0]]:
             if oper in RANGES:
                 z[oper] = (amount & 0xFF, amount >> 8)
+            elif oper in (INSTRUMENT, SAMPLE_ID):  # indices are unsigned
+                z[oper] = amount
             else:
                 z[oper] = amount - 0x10000 if amount >= 0x8000 else amount
         zones.append(z)
@@ -89,7 +91,8 @@ def _zones(bags: list[tuple[int, int]], gens: list[tuple[int, int]], first: int,
 
 @functools.lru_cache(maxsize=4)
 def load_soundfont(path: str) -> SoundFont:
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
         raise ValueError(f"{path}: not a SoundFont 2 file (no RIFF sfbk header)")
     parts = {}
