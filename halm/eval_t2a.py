@@ -39,6 +39,42 @@ import numpy as np
 from halm.errors import UserError
 
 
+def judged_targets(judge, ref_clips: list[dict]) -> dict[str, list]:
+    """Per attribute the captions' values the judge can check (None where a count's hits run past its window);
+    attributes no clip states are left out."""
+    targets = {k: [None if k in c["late"] else c["attributes"].get(k) for c in ref_clips] for k in judge.cfg.attributes}
+    return {k: v for k, v in targets.items() if any(x is not None for x in v)}
+
+
+def judged_predictions(judge, post: dict, targets: dict) -> dict[str, list]:
+    return {k: [judge.cfg.attributes[k][int(i)] for i in post[k].argmax(-1)] for k in targets}
+
+
+def judged_controllability(judge, post: dict, targets: dict) -> dict[str, float]:
+    """Per attribute the share of clips the judge reads as their caption says (`order`: both events in order)."""
+    from halm.judge import with_order
+    from halm.metrics.t2a import attribute_accuracy
+
+    p = judged_predictions(judge, post, targets)
+    return with_order(attribute_accuracy(p, targets), p, targets)
+
+
+def through_codec(codec, n_q: int, items, wavs: list[tuple[np.ndarray, int]], judge) -> list[dict]:
+    """The judge's clips of `wavs` encoded and decoded by `codec` with its first n_q codebooks."""
+    import torch
+
+    from halm.audio import mono_at
+    from halm.judge import clip_from_wav
+
+    out = []
+    for it, (wav, sr) in zip(items, wavs):
+        x = torch.from_numpy(mono_at(wav, sr, codec.sample_rate))[None, None]  # (1, 1, N), moved by encode
+        with torch.no_grad():
+            y = codec.decode(codec.encode(x, codec.sample_rate)[:, :n_q])[0, 0].float().cpu().numpy()
+        out.append(clip_from_wav(y, codec.sample_rate, it.text, it.attributes, judge.cfg.n_mels, it.id))
+    return out
+
+
 def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_coef: float = 3.0, seed: int = 0,
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
              fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge",
@@ -51,10 +87,9 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
         embed_clips,
         judge_hash,
         load_judge,
-        with_order,
     )
     from halm.metrics.external import load_scorer
-    from halm.metrics.t2a import attribute_accuracy, clap_score, fad_bootstrap, fad_inf, kl_divergence
+    from halm.metrics.t2a import clap_score, fad_bootstrap, fad_inf, kl_divergence
     from halm.runs import load_run
 
     model, rc = load_run(run, device=device)  # generation runs on `device`; the judge scores on the CPU
@@ -86,29 +121,16 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     ref_emb, ref_post = embed_clips(judge, ref)
     gen_emb, gen_post = embed_clips(judge, gen)
     if codec_ceiling:  # the references through the run's codec and its n_q codebooks: what generation can reach
-        import torch
-
-        from halm.audio import mono_at
-
         codec = codec_of_run(rc, device=next(model.parameters()).device)
-        resynth = []
-        for it, (wav, sr) in zip(items, ref_wavs):
-            x = torch.from_numpy(mono_at(wav, sr, codec.sample_rate))[None, None]  # (1, 1, N)
-            with torch.no_grad():
-                y = codec.decode(codec.encode(x, codec.sample_rate)[:, : model.cfg.n_q])[0, 0].float().cpu().numpy()
-            resynth.append(clip_from_wav(y, codec.sample_rate, it.text, it.attributes, judge.cfg.n_mels, it.id))
-        codec_emb, codec_post = embed_clips(judge, resynth)
+        codec_emb, codec_post = embed_clips(judge, through_codec(codec, model.cfg.n_q, items, ref_wavs, judge))
     text = judge.text_embed(_sentence_embeddings([it.text for it in items], judge.cfg.text_encoder)).detach()
-    targets = {k: [None if k in c["late"] else c["attributes"].get(k) for c in ref]  # late hits: unjudged
-               for k in judge.cfg.attributes}
-    targets = {k: v for k, v in targets.items() if any(x is not None for x in v)}
+    targets = judged_targets(judge, ref)
 
     def predicted(post):
-        return {k: [judge.cfg.attributes[k][int(i)] for i in post[k].argmax(-1)] for k in targets}
+        return judged_predictions(judge, post, targets)
 
     def controllability(post):
-        p = predicted(post)
-        return with_order(attribute_accuracy(p, targets), p, targets)
+        return judged_controllability(judge, post, targets)
 
     fad = fad_bootstrap(ref_emb.numpy(), gen_emb.numpy(), n_boot=100, seed=seed)
     finf = fad_inf(ref_emb.numpy(), gen_emb.numpy(), seed=seed)["fad_inf"] if len(items) >= 6 else None

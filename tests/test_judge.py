@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,6 +140,17 @@ def test_eval_t2a_scores_generated_audio_deterministically(t2a_data, tmp_path):
     codec = a["reference_codec"]  # the references through the run's codec with its 4 codebooks
     assert codec["n_q"] == 4 and codec["fad"] > 0 and set(codec["controllability"]) == set(a["controllability"])
     assert a["judge_version"] == 2 and len(a["judge_sha256"]) == 64 and a["fad_inf"] is not None
+    # benchmarks/codec_ceiling.py scores the references through the codec as eval-t2a does, for any K
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import codec_ceiling
+
+    codec_ceiling.main(["--captions", corpus, "--n", "6", "--codebooks", "2", "4", "--judge", str(tmp_path / "judge"),
+                        "--results", str(tmp_path / "ceiling.json")])
+    by_k = {r["codebooks"]: r for r in json.loads((tmp_path / "ceiling.json").read_text())["rows"]}
+    assert by_k[4]["controllability"] == codec["controllability"] and by_k[4]["fad"] == pytest.approx(codec["fad"])
+    assert by_k[4]["clap"] == pytest.approx(codec["clap"])
+    assert set(by_k[2]["controllability"]) == set(codec["controllability"]) and by_k[2]["kbps"] == by_k[4]["kbps"] / 2
+    assert by_k[None]["controllability"] == a["reference"]["controllability"] and by_k[None]["n_clips"] == 6
     rows = a["per_caption"]
     assert len(rows) == 6 and set(rows[0]) == {"id", "text", "target", "generated", "reference", "clap", "reference_clap"}
     hits = [r["generated"]["event"] == r["target"]["event"] for r in rows]
