@@ -95,14 +95,20 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
             break
         if mels is not None:
             mels[:, n - 1] = mel_fn(toks[:, :n]).to(device)
-        if not use_cache:
-            logits = run(max(0, n - C), n, None)
-        elif cache.pos < C:
-            logits = run(n - 1, n, cache)
-        else:  # context full: slide to the last C/2 steps and refill the cache
-            cache.reset()
-            logits = run(n - C // 2, n, cache)
+        start, logits = _next_window(run, start, n, C, cache)
     return toks
+
+
+def _next_window(run, start: int, n: int, context: int, cache):
+    """(window start, logits) after step n-1 joined the window start..n-1: one cached step, or with no cache the
+    whole window again; a window that would exceed the context slides to its last context/2 steps (the cache
+    refilled, text keys/values kept). The same windows with and without a cache: the same samples."""
+    if n - start > context:
+        start = n - context // 2
+        if cache is not None:
+            cache.reset()
+        return start, run(start, n, cache)
+    return start, run(n - 1, n, cache) if cache is not None else run(start, n, None)
 
 
 def codec_of_run(run_config: dict, codec=None, device=None):
@@ -286,7 +292,8 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     if not bool((valid & ~known).any()):
         return patterns.revert(seq, cfg.pattern, n_frames)  # nothing to sample
     s0 = int((valid & ~known).any(0).float().argmax())  # the first step with a token to sample
-    logits = run(max(0, s0 + 1 - C), s0 + 1, cache)
+    start = max(0, s0 + 1 - C)
+    logits = run(start, s0 + 1, cache)
     for s in tqdm(range(s0, S), desc="generate", disable=not progress, dynamic_ncols=True):
         tok = sample_next(logits.reshape(B * K, -1), temperature, top_k, top_p, gen).view(B, K)
         fill = valid[:, s] & ~known[:, s]
@@ -294,14 +301,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
         if s + 1 == S:
             break
         inputs[:, :, s + 1] = seq[:, :, s]
-        n = s + 2  # steps to feed so that the last one predicts step s+1
-        if not use_cache:
-            logits = run(max(0, n - C), n, None)
-        elif cache.pos < C:
-            logits = run(n - 1, n, cache)
-        else:  # context full: slide to the last C/2 steps (the text keys/values stay cached)
-            cache.reset()
-            logits = run(n - C // 2, n, cache)
+        start, logits = _next_window(run, start, s + 2, C, cache)  # s + 2 steps fed: the last one predicts s + 1
     return patterns.revert(seq, cfg.pattern, n_frames)
 
 

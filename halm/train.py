@@ -89,11 +89,23 @@ class TrainConfig:
             raise UserError("ema_decay with fsdp=true is not supported (the EMA copy would not be sharded)")
         if self.batch_size < 1 or self.accum < 1 or self.steps < 0:
             raise UserError("batch_size and accum must be >= 1 and steps >= 0")
+        small = [f"{k}={getattr(self, k)}" for k in ("eval_every", "log_every", "ckpt_every") if getattr(self, k) < 1]
+        if small:  # (a run without validation: a dataset without a dev split, or eval_every above steps)
+            raise UserError(f"{', '.join(small)}: intervals are steps and must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1) (0 = no EMA), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+
+def _diverged(step: int, what: str, ids: list[list[str]], run: Path, has_checkpoint: bool) -> TrainingDiverged:
+    return TrainingDiverged(f"step {step}: {what}; items in this process's batch: "
+                            f"{sorted({i for row in ids for i in row})[:20]}. Lower --set lr=… or check those items; "
+                            + (f"the last good checkpoint is in {run}/checkpoint" if has_checkpoint
+                               else "no checkpoint was written yet"))
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -252,7 +264,8 @@ def train(preset: str | None, data: str, out: str, steps: int | None = None, ove
 
     init_from: start from another run's weights and model settings (fine-tuning, e.g. an imported MusicGen;
     preset None) instead of a preset's random init. The data must be tokenized with that run's codec. The
-    weights are read once, when `out` has no checkpoint yet; resuming continues from `out`'s own.
+    weights (model.safetensors: the trained weights, not an EMA copy) are read once, when `out` has no
+    checkpoint yet; resuming continues from `out`'s own.
 
     The run folder is locked while training (rank 0 holds RUN/.lock): a second process on it is refused."""
     with TrainingRun(out, rank=int(os.environ.get("RANK", "0"))) as kit:
@@ -347,6 +360,11 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
 
         model.load_state_dict(load_weights(init_dir / "model.safetensors", f"restore {init_from}", device=str(device)))
     ema = copy.deepcopy(model).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
+    if ema is not None and tcfg.ema_decay ** tcfg.steps > 0.05 and rank == 0:  # (no warm-up of the decay)
+        print(f"halm train: warning: with ema_decay={tcfg.ema_decay} the EMA still holds "
+              f"{100 * tcfg.ema_decay ** tcfg.steps:.0f}% of the initial weights after {tcfg.steps} steps, and "
+              f"validation, best/ and inference use the EMA; use ema_decay <= {1 - 3 / max(tcfg.steps, 1):.4g} for "
+              f"this length", file=sys.stderr)
     if tcfg.checkpoint_activations:
         from halm.models.layers import CausalStack
 
@@ -394,6 +412,8 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
     fsdp = tcfg.fsdp and world > 1
     if fsdp:
         core = shard_model(core)
+        if getattr(mcfg, "cfg_mode", None) == "sample":  # ranks drop different rows: one may not use the null
+            core.set_reduce_scatter_unused_params(True)  # condition; all reduce it (zeros), as DDP's unused ones
     elif world > 1:
         core = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
                                                    find_unused_parameters=getattr(model, "some_params_unused", False))
@@ -477,13 +497,13 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
             dist.all_reduce(stats)
             step_loss, step_acc = stats / world
         if not torch.isfinite(step_loss):
-            raise TrainingDiverged(f"step {step + 1}: loss is {step_loss.item()}; items in this process's batch: "
-                                   f"{sorted({i for row in ids for i in row})[:20]}. Lower --set lr=… or check those "
-                                   f"items; " + (f"the last good checkpoint is in {run}/checkpoint" if kit.last_checkpoint()
-                                                 else "no checkpoint was written yet"))
+            raise _diverged(step + 1, f"loss is {step_loss.item()}", ids, run, kit.last_checkpoint() is not None)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
+        if not torch.isfinite(grad_norm):  # a finite loss with an inf/NaN gradient: the step would write NaN weights
+            raise _diverged(step + 1, f"the gradient norm is {grad_norm.item()} (the loss {step_loss.item():.4f})", ids,
+                            run, kit.last_checkpoint() is not None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -513,7 +533,12 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
                 last_val = validate()
                 if last_val and rank == 0:
                     log({"step": step, "tokens": tokens_seen, **last_val})
-                if last_val and last_val["val_nll"] < best_nll:
+                improved = bool(last_val) and last_val["val_nll"] < best_nll
+                if fsdp:  # rank 0's decision for every rank: the snapshot below is a collective
+                    flag = torch.tensor([float(improved)], device=device)
+                    dist.broadcast(flag, src=0)
+                    improved = bool(flag.item())
+                if improved:
                     best_nll = last_val["val_nll"]
                     snapshot = training_snapshot(core, model, ema, optimizer, fsdp)
                     if rank == 0:

@@ -76,6 +76,8 @@ def test_generation_slides_past_the_context():
     prompt = torch.randint(0, 1024, (1, 100))
     out = generate(model, prompt, 300, mel=fake.table[prompt], mel_fn=fake, seed=0)
     assert out.shape == (1, 400) and int(out.max()) < 1024
+    # past the context too, decoding without the cache takes the same windows: the same tokens
+    assert torch.equal(out, generate(model, prompt, 300, mel=fake.table[prompt], mel_fn=fake, seed=0, use_cache=False))
 
 
 def test_halm_generate_cli_writes_wav_png_and_is_deterministic(tmp_path, lm_data):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,17 @@ def test_mel_source_codec_stores_the_closed_loop_mel(tmp_path, corpus, codec_dir
         expected = closed.full(torch.from_numpy(c.codes[:1].astype(np.int64)))[0].numpy()
         np.testing.assert_allclose(c.mel.astype(np.float32), expected, atol=2e-3)  # float16 storage
         assert np.abs(c.mel.astype(np.float32) - a.mel.astype(np.float32)).mean() > 0.05
+
+
+def test_captions_of_one_recording_share_a_split_and_other_items_keep_their_id_hash():
+    from halm.audio.sources import SourceItem
+    from halm.data.prepare import _ensure_splits
+
+    shared = [SourceItem(id=f"rec{r}_cap{c}", path=Path(f"/a/rec{r}.wav"), text=f"caption {c}") for r in range(30)
+              for c in range(5)]  # five captions per recording, as AudioCaps' test set has
+    alone = [SourceItem(id=f"clip{i}", path=Path(f"/a/clip{i}.wav"), text="x") for i in range(40)]
+    _ensure_splits(shared + alone, PrepareConfig(test_share=0.2, dev_share=0.2))
+    for r in range(30):
+        assert len({it.split for it in shared if it.path == Path(f"/a/rec{r}.wav")}) == 1
+    assert {it.split for it in shared} == {"train", "dev", "test"}
+    assert all(it.split == hash_split(it.id, 0.2, 0.2) for it in alone)  # unchanged for one clip per file

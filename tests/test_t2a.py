@@ -265,6 +265,7 @@ def test_generation_is_seeded_uses_the_cache_correctly_and_keeps_the_prompt():
     assert torch.equal(c[:, :, :10], prompt)
     long = generate_t2a(model, emb[:2], mask[:2], 200, seed=1)  # past the context of 128 steps: sliding window
     assert long.shape == (2, 4, 200)
+    assert torch.equal(long, generate_t2a(model, emb[:2], mask[:2], 200, seed=1, use_cache=False))  # the same windows
 
 
 def test_mel_variant_generates_in_closed_loop():

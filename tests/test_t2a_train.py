@@ -134,7 +134,7 @@ def test_t2a_refuses_uncaptioned_items(t2a_data, minilm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg_mode,fsdp", [("batch", False), ("sample", False), ("batch", True)])
+@pytest.mark.parametrize("cfg_mode,fsdp", [("batch", False), ("sample", False), ("batch", True), ("sample", True)])
 def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path, cfg_mode, fsdp):
     """torchrun, 2 gloo processes x 2 crops vs 1 process x 4, with CFG (and RR) on half of the steps; DDP, or FSDP
     (whose validation at step 2 conditions on text outside the forward, with the root's shards gathered).
@@ -146,9 +146,21 @@ def test_two_process_ddp_with_gathered_rr_matches_one_process(t2a_data, tmp_path
     """
     from safetensors.torch import load_file
 
+    from halm.data import open_dataset
+    from halm.models import preset_config
+    from halm.train import ItemCropSampler
+
+    seed = 2 if cfg_mode == "sample" else 1
+    if cfg_mode == "sample":  # the seed gives a step where one rank drops no row and the other does (so only one
+        # uses the null condition: FSDP must still reduce its gradient on both, or the collective mismatches)
+        mcfg = preset_config("tiny-t2a", ["context=64"])[1]
+        sampler = ItemCropSampler(open_dataset(t2a_data, "train"), mcfg.frames, mcfg.n_q, seed, False, None, 0.5,
+                                  "sample", need_text=False)
+        per_rank = [sampler.draw(4)[:, 2].reshape(2, 2).sum(1) for _ in range(4)]
+        assert any((a == 0) != (b == 0) for a, b in per_rank)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--preset", "tiny-t2a", "--data", str(t2a_data), "--steps", "4", "--json", "--set", "batch_size=4",
-              "context=64", "cfg_dropout=0.5", "rr_gather=true", "eval_every=100", "log_every=1", "seed=1", "lr=3e-3",
+              "context=64", "cfg_dropout=0.5", "rr_gather=true", "eval_every=100", "log_every=1", f"seed={seed}", "lr=3e-3",
               "warmup_steps=1", "amp=none", f"cfg_mode={cfg_mode}", "eval_tokens=400"]
     # (amp=none: bf16 autocast, on by default on AVX-512-BF16/AMX CPUs, rounds too coarsely to compare)
     subprocess.run([sys.executable, "-m", "halm", "train", "--out", str(tmp_path / "one"), *common], check=True,

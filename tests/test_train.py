@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from halm.errors import UserError
 from halm.models import build_model, preset_config
 from halm.runs import load_run
 from halm.train import RunMismatch, TrainConfig, TrainingDiverged, lr_at, param_groups, train
@@ -152,6 +153,32 @@ def test_nan_loss_stops_with_the_step_and_the_items(tmp_path, lm_data):
         train("tiny-whisper-gpt", str(bad), tmp_path / "run", steps=3, overrides=FAST, progress=False)
 
 
+def test_an_infinite_gradient_stops_before_the_step_and_the_last_checkpoint_stays_good(tmp_path, lm_data, monkeypatch):
+    from safetensors.torch import load_file
+
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def poisoned(params, max_norm):  # the second step's gradient overflows, its loss is finite
+        params = list(params)
+        calls.append(1)
+        if len(calls) == 2:
+            params[0].grad[0] = float("inf")
+        return real(params, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 2: the gradient norm is inf .*last good checkpoint is in"):
+        train("tiny-gpt", str(lm_data), tmp_path / "run", steps=3, overrides=[*FAST, "ckpt_every=1"], progress=False)
+    w = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in w.values())
+
+
+@pytest.mark.parametrize("setting", ["eval_every=0", "log_every=0", "ckpt_every=-1", "ema_decay=1.0"])
+def test_intervals_and_the_ema_decay_are_checked_before_anything_is_written(tmp_path, lm_data, setting):
+    with pytest.raises(UserError, match=setting.split("=")[0]):
+        train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=[*FAST, setting], progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path, lm_data):
     train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=FAST, progress=False)
     with pytest.raises(RunMismatch, match="train"):
@@ -180,3 +207,8 @@ def test_weight_decay_only_on_linear_weights_and_schedule():
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
     assert lr_at(55, cfg) == pytest.approx(0.55)
+
+
+def test_an_ema_that_cannot_leave_its_init_is_warned_about(tmp_path, lm_data, capsys):
+    train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=[*FAST, "ema_decay=0.99"], progress=False)
+    assert "the EMA still holds 98% of the initial weights after 2 steps" in capsys.readouterr().err

@@ -19,6 +19,7 @@ causal mel covers exactly the audio of codec frame t.
 
 Splits: a source's own split (LibriSpeech train/dev/test; a manifest's "split") is kept; other items
 get a deterministic split from a hash of their id: `test_share` test, `dev_share` dev, rest train.
+Items that share one audio file (several captions of a recording) hash the file instead: all in one split.
 With >= 3 items no asked-for split is left empty (the nearest train item by hash moves there); an
 empty split is reported. Items are checked after encoding too: codes outside the codebook or a
 non-finite / absurd mel skip the item with the reason.
@@ -30,6 +31,7 @@ whose files were damaged or whose sources changed in place; opening a dataset ch
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -82,14 +84,21 @@ def _ensure_splits(items, cfg: PrepareConfig) -> None:
     the test (then dev) range move there. Sources with their own splits are left as they are."""
     if len(items) < 3 or any(it.split for it in items):
         return
-    u = {it.id: int(hashlib.sha1(it.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for it in items}
+    # what is hashed: the id; but clips of one audio file (several captions of a recording, as in AudioCaps)
+    # hash their file, so that no recording is in two splits
+    uses = collections.Counter(str(it.path) for it in items)
+    key = {it.id: str(it.path) if uses[str(it.path)] > 1 else it.id for it in items}
+    u = {it.id: int(hashlib.sha1(key[it.id].encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for it in items}
     for it in items:
-        it.split = hash_split(it.id, cfg.test_share, cfg.dev_share)
+        it.split = hash_split(key[it.id], cfg.test_share, cfg.dev_share)
     for name, share, target in (("test", cfg.test_share, 0.0), ("dev", cfg.dev_share, cfg.test_share)):
         if share > 0 and not any(it.split == name for it in items):
             train = [it for it in items if it.split == "train"]
             if len(train) > 1:
-                min(train, key=lambda it: abs(u[it.id] - target)).split = name
+                nearest = min(train, key=lambda it: abs(u[it.id] - target))
+                for it in train:  # the whole recording moves
+                    if key[it.id] == key[nearest.id]:
+                        it.split = name
 
 
 def _source_digest(items) -> str:
@@ -364,6 +373,8 @@ def _prepare(source: str, out: str | os.PathLike, cfg: PrepareConfig | None, wor
     if not items:
         raise UserError(f"{source}: no items")
     codec = Codec.load(cfg.codec, n_codebooks=cfg.n_codebooks).to(device)
+    if codec.codebook_size > 1 << 16:  # the shards store codes as uint16
+        raise UserError(f"{cfg.codec}: codebooks of {codec.codebook_size} entries; halm's datasets hold at most 65,536")
     mel_cfg = MelConfig(sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                         frames_per_token=cfg.frames_per_token, n_mels=cfg.n_mels)
     expected = _expected_index(cfg, codec, mel_cfg, source, items)
