@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from t2a_baseline import HEADS, WEAK, pct  # noqa: E402  (the tables' heads and their marks)
+from t2a_baseline import HEADS, WEAK, pct  # noqa: E402  (the tables' heads and their weak marks)
 
 
 def measure(args) -> dict:
     from halm.audio import load_audio
+    from halm.checkpoint import file_sha256
     from halm.codec import Codec
+    from halm.codec.model import ASSETS, SHIPPED
     from halm.data import open_source
     from halm.errors import UserError
     from halm.eval_t2a import judged_controllability, judged_targets, through_codec
@@ -42,7 +44,9 @@ def measure(args) -> dict:
     text = judge.text_embed(_sentence_embeddings([it.text for it in items], judge.cfg.text_encoder)).detach().numpy()
     ref_emb, ref_post = embed_clips(judge, ref)
     codec = Codec.load(args.codec)
-    info = codec.info()  # its name and the hash of its weights (as a prepared dataset records them)
+    folder = ASSETS / SHIPPED[args.codec] if args.codec in SHIPPED else Path(args.codec)
+    weights = folder / "model.safetensors"  # its sha256, as the experiments' JSON files record the codec
+    sha = file_sha256(weights) if weights.is_file() else codec.info().weights_sha256
     rows = [{"domain": args.domain, "codebooks": None, "clap": clap_score(text, ref_emb.numpy()), "fad": 0.0,
              "controllability": judged_controllability(judge, ref_post, targets), "n_clips": len(items)}]
     for k in args.codebooks:
@@ -57,7 +61,7 @@ def measure(args) -> dict:
                      "wall_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {"rows": []}
-    codec_id = {"name": Path(info.name).name, "weights_sha256": info.weights_sha256}
+    codec_id = {"name": Path(codec.name).name, "weights_sha256": sha}
     for r in rows:
         r["codec"] = codec_id["name"]
     results["rows"] = [r for r in results["rows"] if not (r["domain"] == args.domain and r["codec"] == codec_id["name"])] + rows

@@ -115,7 +115,7 @@ def tables(results: dict) -> str:
         domain, steps, cfg = key
         group = [r for r in rows if (r["domain"], r["steps"], r["cfg"]) == key]
         heads = [h for h in t2a_baseline.HEADS[domain] if any(h in r["controllability"] for r in group)]
-        names = [f"{h} (weak)" if h in t2a_baseline.WEAK else h for h in heads]
+        names = [t2a_baseline.head_name(h) for h in heads]
         by = {s: sorted((r for r in group if r["setting"] == s), key=lambda r: r["seed"]) for s in SETTINGS}
         out += [f"**{domain}, {steps} steps, CFG {cfg:g}** (mean ± std over seeds; controllability in %)", "",
                 "| setting | seeds | test NLL | NLL, null cond. | L_rr (train) | FAD | FAD∞ | KL | CLAP | "

@@ -36,6 +36,15 @@ def test_rr_tables_average_over_seeds_and_pair_each_seed_with_its_own_baseline()
     assert "9.9" not in text  # rows of other scripts are not averaged in
 
 
+def test_music_tables_mark_the_heads_the_codec_loses():
+    rows = [{**_rr_row("none", 0, 3.9, 0.5), "domain": "music", "controllability": {"drums": 0.9, "mode": 0.5,
+                                                                                     "instrument_family": 0.2}}]
+    ref = {"music": {"clap": 0.7, "controllability": {"drums": 1.0, "mode": 0.86, "instrument_family": 0.8}}}
+    header = next(line for line in rr.tables({"rows": rows, "reference": ref}).splitlines() if line.startswith("| setting"))
+    assert "instrument_family (lost in the codec)" in header and "mode (lost in the codec)" in header
+    assert "| drums |" in header
+
+
 def _wg_row(model, seed, nll, closed=None):
     return {"domain": "speech", "model": model, "seed": seed, "params": 4e6, "train_tokens": 1_503_232, "nll": nll,
             "accuracy": 0.3, "ppl": 20.0, "nll_closed_loop": closed, "dev_curve": [[0, 7.0], [1_503_232, nll]]}
