@@ -49,7 +49,7 @@ class PreparedDataset:
         self.codec = self.index["codec"]
         self._rows: list[tuple[int, dict]] = []
         for k in range(self.index["n_shards"]):
-            for line in open(self.root / "shards" / f"shard_{k:05d}" / "items.jsonl"):
+            for line in (self.root / "shards" / f"shard_{k:05d}" / "items.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 if split is None or r["split"] == split:
                     self._rows.append((k, r))
