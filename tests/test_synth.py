@@ -140,7 +140,8 @@ def test_ctrl_c_with_workers_is_one_line_and_the_rerun_completes_the_same_corpus
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "halm", "synth", "sfx", "--minutes", "0.5", "--seed", "3", "--workers", "2"]
+    # 3 min of audio: ~1-3 s of work at 100-300x real time, so the interrupt after two clips lands mid-run
+    cmd = [sys.executable, "-m", "halm", "synth", "sfx", "--minutes", "3", "--seed", "3", "--workers", "2"]
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
     manifest, deadline = tmp_path / "cut" / "manifest.jsonl", time.time() + 120

@@ -126,7 +126,9 @@ def test_two_process_fsdp_matches_one_process_and_resumes(tmp_path, lm_data):
                             "29523", "-m", "halm", "train", "--out", str(out), "--steps", str(steps), *sharded], env=env,
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
-        return json.loads(p.stdout.strip().splitlines()[-1])
+        summaries = [line for line in p.stdout.splitlines() if line.startswith("{")]
+        assert len(summaries) == 1  # rank 0 reports for both
+        return json.loads(summaries[0])
 
     r = torchrun(tmp_path / "two", 6)
     assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from halm.cli.common import add_device, add_json
@@ -37,6 +38,8 @@ def cmd_train(args) -> int:
         raise UserError("give --preset NAME (a new model) or --init-from RUN (fine-tune that run's model), not both")
     r = train(args.preset, args.data, args.out, steps=args.steps, overrides=overrides, progress=not args.json,
               init_from=args.init_from)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+        return 0
     if args.json:
         print(json.dumps(r))
     else:
