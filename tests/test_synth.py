@@ -143,7 +143,9 @@ def test_ctrl_c_with_workers_is_one_line_and_the_rerun_completes_the_same_corpus
     # 3 min of audio: ~1-3 s of work at 100-300x real time, so the interrupt after two clips lands mid-run
     cmd = [sys.executable, "-m", "halm", "synth", "sfx", "--minutes", "3", "--seed", "3", "--workers", "2"]
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            # as from a terminal: a CI job started in the background inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest, deadline = tmp_path / "cut" / "manifest.jsonl", time.time() + 120
     while proc.poll() is None and time.time() < deadline and not (manifest.exists() and manifest.read_text().count("\n") >= 2):
         time.sleep(0.01)
