@@ -28,16 +28,13 @@ def measure(args) -> dict:
     from halm.checkpoint import file_sha256
     from halm.codec import Codec
     from halm.codec.model import ASSETS, SHIPPED
-    from halm.data import open_source
     from halm.errors import UserError
-    from halm.eval_t2a import judged_controllability, judged_targets, through_codec
+    from halm.eval_t2a import captioned_items, judged_controllability, judged_targets, through_codec
     from halm.judge import _sentence_embeddings, clip_from_wav, embed_clips, judge_hash, load_judge
     from halm.metrics.t2a import clap_score, fad_bootstrap
 
     judge = load_judge(args.judge)
-    items = sorted((it for it in open_source(args.captions) if (it.text or "").strip()), key=lambda it: it.id)[:args.n]
-    if len(items) < 2:
-        raise UserError(f"{args.captions}: need at least 2 captioned clips, found {len(items)}")
+    items = captioned_items(args.captions, args.n)
     wavs = [load_audio(it.path) for it in items]
     ref = [clip_from_wav(w, sr, it.text, it.attributes, judge.cfg.n_mels, it.id) for it, (w, sr) in zip(items, wavs)]
     targets = judged_targets(judge, ref)

@@ -39,6 +39,16 @@ import numpy as np
 from halm.errors import UserError
 
 
+def captioned_items(captions: str, n: int) -> list:
+    """The first n captioned items of a source, sorted by id (a reproducible set); at least 2."""
+    from halm.data import open_source
+
+    items = sorted((it for it in open_source(captions) if (it.text or "").strip()), key=lambda it: it.id)[:n]
+    if len(items) < 2:
+        raise UserError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
+    return items
+
+
 def judged_targets(judge, ref_clips: list[dict]) -> dict[str, list]:
     """Per attribute the captions' values the judge can check (None where a count's hits run past its window);
     attributes no clip states are left out."""
@@ -79,7 +89,6 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
              seconds: float | None = None, judge_dir: str | None = None, batch: int = 8, progress: bool = True,
              fad_model: str = "judge", kl_model: str = "judge", clap_model: str = "judge",
              codec_ceiling: bool = True, device="cpu") -> dict:
-    from halm.data import open_source
     from halm.generate import codec_of_run, text_to_audio
     from halm.judge import (
         _sentence_embeddings,
@@ -98,9 +107,7 @@ def eval_t2a(run: str, captions: str, out: str | None = None, n: int = 32, cfg_c
     judge = load_judge(judge_dir)
     models = {"fad": fad_model or "judge", "kl": kl_model or "judge", "clap": clap_model or "judge"}
     scorers = {role: load_scorer(spec, role) for role, spec in models.items()}  # fail early, before generating
-    items = sorted((it for it in open_source(captions) if (it.text or "").strip()), key=lambda it: it.id)[:n]
-    if len(items) < 2:
-        raise UserError(f"{captions}: need at least 2 captioned clips, found {len(items)}")
+    items = captioned_items(captions, n)
     from halm.audio import load_audio
 
     ref, ref_wavs = [], []  # only the N scored reference clips are read
