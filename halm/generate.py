@@ -54,13 +54,28 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def codes_only(logits: torch.Tensor, n_codes: int | None) -> torch.Tensor:
+    """logits (..., V) with the ids >= n_codes at -inf: a model whose vocab is larger than its codec's codebook
+    (allowed by `halm train`) never samples an id the codec cannot decode. None = every id of the vocab."""
+    if n_codes is None or n_codes >= logits.size(-1):
+        return logits
+    return logits.masked_fill(torch.arange(logits.size(-1), device=logits.device) >= n_codes, float("-inf"))
+
+
+def codebook_size(run_config: dict | None) -> int | None:
+    """The codebook size of the codec a run was trained on (None without a run config)."""
+    return run_config["data"]["codec"]["codebook_size"] if run_config else None
+
+
 # ---- the sampling loop -------------------------------------------------------------------------
 @torch.inference_mode()
 def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None = None, mel_fn=None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-             progress: bool = False) -> torch.Tensor:
+             n_codes: int | None = None, progress: bool = False) -> torch.Tensor:
     """Continue `tokens` (B, T0 >= 1) by n_new tokens; returns (B, T0 + n_new).
 
+    n_codes: sample only ids below it (the codec's codebook size, `codebook_size(run_config)`); None = the
+    whole vocab.
     The hybrid also needs `mel` (B, T0, r, M) for the prompt and `mel_fn(tokens (B, T)) -> (B, r, M)`
     for each generated token (ClosedLoopMel). Past the context, the window slides: the cache is
     refilled with the last context/2 steps and generation goes on. Deterministic for a seed.
@@ -89,7 +104,7 @@ def generate(model, tokens: torch.Tensor, n_new: int, mel: torch.Tensor | None =
     logits = run(start, T0, cache)
     n = T0
     for _ in tqdm(range(n_new), desc="generate", disable=not progress, dynamic_ncols=True):
-        toks[:, n] = sample_next(logits, temperature, top_k, top_p, gen)
+        toks[:, n] = sample_next(codes_only(logits, n_codes), temperature, top_k, top_p, gen)
         n += 1
         if n == T0 + n_new:
             break
@@ -140,7 +155,8 @@ def complete_codebooks(fine, coarse: torch.Tensor, prompt: torch.Tensor | None =
     B, T = coarse.shape
     no_text = torch.zeros(B, 1, fine.cfg.text_dim), torch.ones(B, 1, dtype=torch.bool)  # only read by text models
     return generate_t2a(fine, *no_text, T, cfg_coef=1.0, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                        prompt=prompt, given=coarse[:, None], use_cache=use_cache, progress=progress)
+                        prompt=prompt, given=coarse[:, None], use_cache=use_cache,
+                        n_codes=codebook_size(getattr(fine, "run_config", None)), progress=progress)
 
 
 def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, prompt_sr: int, seconds: float,
@@ -173,7 +189,7 @@ def generate_continuation(model, run_config: dict, prompt_wav: np.ndarray, promp
     n_new = int(round(seconds * codec.frame_rate))
     t0 = time.perf_counter()
     toks = generate(model, prompt, n_new, mel=mel, mel_fn=closed, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed, use_cache=use_cache, progress=progress)
+                    seed=seed, use_cache=use_cache, n_codes=codec.codebook_size, progress=progress)
     dt = time.perf_counter() - t0
     codes = toks[:, None]  # (1, 1, T): coarse only
     if fine is not None:
@@ -216,7 +232,8 @@ def guided_logits(model, inputs: torch.Tensor, cond: tuple, null: tuple | None, 
 def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frames: int, cfg_coef: float = 3.0,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0, seed: int = 0,
                  prompt: torch.Tensor | None = None, mel_fn=None, prompt_mel: torch.Tensor | None = None,
-                 given: torch.Tensor | None = None, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+                 given: torch.Tensor | None = None, use_cache: bool = True, n_codes: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
     """Sample n_frames frames of K codebooks from a t2a LM; returns codes (B, K, n_frames).
 
     text_emb (B, L, Dt) + text_mask: the frozen encoder's output for the captions (halm.models.text).
@@ -228,7 +245,8 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     (halm.codec.closed_loop.ClosedLoopMel) and the prompt's per-frame mel (B, T0, r, M).
     Steps follow the model's codebook pattern; at step s the sampled token of codebook k is kept only
     where the pattern has a position. Past the context, the window slides (cache refilled with the
-    last context/2 steps). Deterministic for a seed.
+    last context/2 steps). n_codes: sample only ids below it (the codec's codebook size); None = the vocab.
+    Deterministic for a seed.
     """
     from halm.models import patterns
 
@@ -295,7 +313,7 @@ def generate_t2a(model, text_emb: torch.Tensor, text_mask: torch.Tensor, n_frame
     start = max(0, s0 + 1 - C)
     logits = run(start, s0 + 1, cache)
     for s in tqdm(range(s0, S), desc="generate", disable=not progress, dynamic_ncols=True):
-        tok = sample_next(logits.reshape(B * K, -1), temperature, top_k, top_p, gen).view(B, K)
+        tok = sample_next(codes_only(logits.reshape(B * K, -1), n_codes), temperature, top_k, top_p, gen).view(B, K)
         fill = valid[:, s] & ~known[:, s]
         seq[:, :, s] = torch.where(fill[None], tok, seq[:, :, s])
         if s + 1 == S:
@@ -340,7 +358,7 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
     t0 = time.perf_counter()
     codes = generate_t2a(model, emb, mask, n_frames, cfg_coef=cfg_coef, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed, prompt=prompt, mel_fn=closed, prompt_mel=prompt_mel,
-                         use_cache=use_cache, progress=progress)
+                         use_cache=use_cache, n_codes=codec.codebook_size, progress=progress)
     dt = time.perf_counter() - t0
     audio = codec.decode(codes.to(codec.device))[:, 0].float().cpu().numpy()  # (B, N)
     new = n_frames - (prompt.shape[2] if prompt is not None else 0)
@@ -353,7 +371,8 @@ def text_to_audio(model, run_config: dict, captions: list[str], seconds: float, 
 
 # ---- `.generate` of a model loaded with halm.load -----------------------------------------------------
 def _continue_tokens(model, tokens: torch.Tensor, n_new: int, **kw) -> torch.Tensor:
-    """Continue tokens (B, T0) by n_new tokens; keyword arguments as `generate`."""
+    """Continue tokens (B, T0) by n_new tokens; keyword arguments as `generate` (n_codes: the run's codebook size)."""
+    kw.setdefault("n_codes", codebook_size(model.run_config))
     return generate(model, tokens, n_new, **kw)
 
 

@@ -112,3 +112,24 @@ def test_public_load_and_generate(tmp_path, lm_data):
     prompt = torch.randint(0, 1024, (1, 5))
     out = model.generate(prompt, 10, seed=1, top_k=20)
     assert out.shape == (1, 15) and torch.equal(out, model.generate(prompt, 10, seed=1, top_k=20))
+
+
+def test_a_vocab_larger_than_the_codebook_never_samples_past_it():
+    """`halm train` allows vocab_size > the codec's codebook size; the sampler keeps to the codebook."""
+    torch.manual_seed(0)
+    model = build_model(*preset_config("tiny-gpt", ["vocab_size=64"])).eval()
+    with torch.no_grad():
+        model.head.weight[40:] += 5 * model.head.weight[40:].sign()  # the ids the codec lacks dominate...
+    prompt = torch.randint(0, 40, (2, 5))
+    free = generate(model, prompt, 50, seed=0)
+    assert int((free[:, 5:] >= 40).sum()) > 50  # ...so an unmasked sampler draws them
+    kept = generate(model, prompt, 50, seed=0, n_codes=40)
+    assert int(kept.max()) < 40
+    assert torch.equal(kept, generate(model, prompt, 50, seed=0, n_codes=40, use_cache=False))
+    # n_codes equal to the vocab is the unmasked sampler
+    assert torch.equal(free, generate(model, prompt, 50, seed=0, n_codes=64))
+    # a loaded run's `.generate` takes the codebook size from the run's data
+    from halm.generate import bind_generate
+
+    model.run_config = {"data": {"codec": {"codebook_size": 40}}}
+    assert torch.equal(bind_generate(model).generate(prompt, 50, seed=0), kept)

@@ -379,3 +379,17 @@ def test_mel_variant_starts_as_the_model_without_mel_and_mel_zero_ignores_the_me
         zeroed.fuse.weight.normal_()
     torch.testing.assert_close(logits(zeroed, mel), logits(zeroed, torch.randn_like(mel)), atol=0, rtol=0)
     assert not torch.equal(tiny(**over, fuse_init="random").fuse.weight, tiny(**over).fuse.weight)
+
+
+def test_t2a_sampler_keeps_to_the_codebook_when_the_vocab_is_larger():
+    model = tiny()
+    V = model.cfg.vocab_size
+    emb, mask = text(2)
+    with torch.no_grad():
+        for head in model.heads:
+            head.weight[V // 2:] += 5 * head.weight[V // 2:].sign()
+    free = generate_t2a(model, emb, mask, 12, cfg_coef=3.0, seed=1)
+    assert int((free >= V // 2).sum()) > free.numel() // 2
+    kept = generate_t2a(model, emb, mask, 12, cfg_coef=3.0, seed=1, n_codes=V // 2)
+    assert int(kept.max()) < V // 2
+    assert torch.equal(free, generate_t2a(model, emb, mask, 12, cfg_coef=3.0, seed=1, n_codes=V))
