@@ -432,10 +432,14 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
         net = ema if ema is not None else model
         if fsdp:  # the root's shards gathered for the evaluation (the blocks gather their own in their forward)
             core.unshard()
+        # DDP: each rank scores its share of the dev batches and the sums are all-reduced (no rank waits for
+        # another's whole evaluation); FSDP: every rank runs every batch, its blocks' forwards are collectives
+        part = (0, 1) if fsdp else (rank, world)
         if family == "t2a":
-            r = evaluate_t2a(net, dev_ds, captions, max_tokens=tcfg.eval_tokens or None, uncond=True, progress=False)
+            r = evaluate_t2a(net, dev_ds, captions, max_tokens=tcfg.eval_tokens or None, uncond=True, progress=False,
+                             part=part)
         else:
-            r = evaluate_lm(net, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False)
+            r = evaluate_lm(net, dev_ds, max_tokens=tcfg.eval_tokens or None, progress=False, part=part)
         if fsdp:
             core.reshard()
         model.train(was_training)
@@ -529,23 +533,23 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
                              **({"val": f"{last_val['val_nll']:.3f}"} if last_val else {}))
             window_t, window_tokens, sums, counts = now, 0, {}, {}
         if step % tcfg.eval_every == 0 or step == tcfg.steps:
-            if rank == 0 or fsdp:  # FSDP: every rank takes part (the same dev batches, the same numbers)
-                last_val = validate()
-                if last_val and rank == 0:
-                    log({"step": step, "tokens": tokens_seen, **last_val})
-                improved = bool(last_val) and last_val["val_nll"] < best_nll
-                if fsdp:  # rank 0's decision for every rank: the snapshot below is a collective
-                    flag = torch.tensor([float(improved)], device=device)
-                    dist.broadcast(flag, src=0)
-                    improved = bool(flag.item())
-                if improved:
-                    best_nll = last_val["val_nll"]
+            last_val = validate()  # every rank takes part (DDP: a share of the batches; FSDP: all of them)
+            if last_val and rank == 0:
+                log({"step": step, "tokens": tokens_seen, **last_val})
+            improved = bool(last_val) and last_val["val_nll"] < best_nll
+            if world > 1:  # rank 0's decision for every rank (FSDP: the snapshot below is a collective)
+                flag = torch.tensor([float(improved)], device=device)
+                dist.broadcast(flag, src=0)
+                improved = bool(flag.item())
+            if improved:
+                best_nll = last_val["val_nll"]
+                if rank == 0 or fsdp:
                     snapshot = training_snapshot(core, model, ema, optimizer, fsdp)
-                    if rank == 0:
-                        (run / "best").mkdir(exist_ok=True)
-                        atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
-                        save(snapshot, run / "best")
-                        atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
+                if rank == 0:
+                    (run / "best").mkdir(exist_ok=True)
+                    atomic_write_text(run / "best" / "config.json", (run / "config.json").read_text())
+                    save(snapshot, run / "best")
+                    atomic_write_text(best_path, json.dumps({"step": step, "val_nll": best_nll}) + "\n")
             if world > 1:
                 dist.barrier()
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:

@@ -82,3 +82,53 @@ def test_compare_writes_the_table_and_curves(runs, tmp_path):
     h = r["runs"][1]
     assert f"{h['nll'] - r['runs'][0]['nll']:+.3f}" in report.splitlines()[5]
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 10_000
+
+
+
+def _scored(family, data, part=(0, 1)):
+    """A seeded tiny model of `family` scores (its share of) the train split's windows, one window a batch."""
+    from halm.metrics.lm import evaluate_t2a
+    from halm.models import build_model, preset_config
+    from halm.models.text import NoText
+
+    torch.manual_seed(0)
+    ds = open_dataset(data, "train")
+    if family == "t2a":
+        model = build_model(*preset_config("tiny-t2a", ["text_dim=16"])).eval()
+        return evaluate_t2a(model, ds, NoText(16), batch_size=1, uncond=True, progress=False, part=part)
+    model = build_model(*preset_config("tiny-whisper-gpt")).eval()
+    return evaluate_lm(model, ds, batch_size=1, progress=False, part=part)
+
+
+def _rank(rank, world, port, jobs, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        r = {family: _scored(family, data, (rank, world)) for family, data in jobs}
+        if rank == 0:
+            out.write_text(json.dumps(r))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_data_parallel_evaluation_scores_the_same_windows_as_one_process(tmp_path, lm_data, t2a_data):
+    """part=(rank, world): two gloo ranks each score every other batch and all-reduce the sums (DDP validation)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    jobs = [("gpt", str(lm_data)), ("t2a", str(t2a_data))]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(2, port, jobs, tmp_path / "two.json"), nprocs=2)
+    two = json.loads((tmp_path / "two.json").read_text())
+    for family, data in jobs:
+        a, b = _scored(family, data), two[family]
+        assert a["tokens"] == b["tokens"] > 0 and a["items"] == b["items"] > 2  # several batches: both ranks scored
+        for key in ("nll", "accuracy", "bits_per_second", *(("nll_uncond",) if family == "t2a" else ())):
+            assert b[key] == pytest.approx(a[key], rel=1e-12, abs=1e-12), (family, key)
+    with pytest.raises(ValueError, match="rank"):
+        evaluate_lm(None, open_dataset(str(lm_data), "train"), part=(2, 2))

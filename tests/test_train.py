@@ -107,6 +107,10 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)] == [1, 2, 3, 4, 5, 6]
+    # the two ranks validated half of the dev batches each; the all-reduced NLL is the one process's
+    val = [[json.loads(x)["val_nll"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines() if "val_nll" in x]
+           for r in ("one", "two")]
+    assert len(val[0]) == len(val[1]) == 1 and val[1][0] == pytest.approx(val[0][0], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -8,6 +8,10 @@ Protocol (the same for every model, so numbers compare):
 - targets never cross from one item into the next;
 - NLL = mean cross-entropy in nats over all targets; PPL = exp(NLL); accuracy = share of targets that
   are the argmax; bits per second = total NLL in bits / total seconds of audio of the scored items.
+
+Under data parallelism (`part=(rank, world)`, torch.distributed initialised) each rank scores every
+world-th batch of windows and the sums are all-reduced: the same windows and numbers as one process
+(up to float64 summation order), in 1/world of the time.
 """
 
 from __future__ import annotations
@@ -20,14 +24,37 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
+def _summed(t: torch.Tensor, part: tuple[int, int], device) -> torch.Tensor:
+    """t (float64, CPU) summed over the ranks of a data-parallel evaluation; unchanged for one process."""
+    if part[1] == 1:
+        return t
+    import torch.distributed as dist
+
+    t = t.to(device)  # NCCL reduces device tensors only
+    dist.all_reduce(t)
+    return t.cpu()
+
+
+def _check_part(part: tuple[int, int]):
+    if not 0 <= part[0] < part[1]:
+        raise ValueError(f"part must be (rank, world) with 0 <= rank < world, got {part}")
+
+
+def _my_batches(n_windows: int, batch_size: int, part: tuple[int, int]) -> range:
+    """The first window of each batch this rank scores: every world-th batch."""
+    return range(part[0] * batch_size, n_windows, part[1] * batch_size)
+
+
 @torch.no_grad()
 def evaluate_lm(model, dataset, max_tokens: int | None = None, batch_size: int = 16, mel_fn=None,
-                progress: bool = True) -> dict:
+                progress: bool = True, part: tuple[int, int] = (0, 1)) -> dict:
     """Score `model` on every window of `dataset` (a PreparedDataset split), in item order.
 
     max_tokens: stop after the item that reaches this many targets (validation during training).
     mel_fn(item) -> (T, r, M) array replaces the stored mel (e.g. the mel of the codec's decoding).
+    part: (rank, world) of a data-parallel evaluation (module docstring).
     """
+    _check_part(part)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -41,10 +68,11 @@ def evaluate_lm(model, dataset, max_tokens: int | None = None, batch_size: int =
         if max_tokens and n_targets >= max_tokens:
             break
     n_items = windows[-1][0] + 1 if windows else 0
-    nll_sum, correct, count = 0.0, 0, 0
+    sums = torch.zeros(3, dtype=torch.float64)  # nll, correct, count
     mel_cache: dict[int, np.ndarray] = {}
-    bar = tqdm(total=len(windows), desc="eval", disable=not progress, dynamic_ncols=True)
-    for w0 in range(0, len(windows), batch_size):
+    batches = _my_batches(len(windows), batch_size, part)
+    bar = tqdm(total=len(batches), desc="eval", disable=not progress, dynamic_ncols=True)
+    for w0 in batches:
         chunk = windows[w0:w0 + batch_size]
         tokens = torch.zeros(len(chunk), C, dtype=torch.long)
         targets = torch.full((len(chunk), C), -100, dtype=torch.long)
@@ -69,12 +97,13 @@ def evaluate_lm(model, dataset, max_tokens: int | None = None, batch_size: int =
         t = targets.to(device)
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), t.reshape(-1), ignore_index=-100, reduction="sum")
         valid = t != -100
-        nll_sum += nll.item()
-        correct += int(((logits.argmax(-1) == t) & valid).sum())
-        count += int(valid.sum())
-        bar.update(len(chunk))
+        sums += torch.tensor([nll.item(), float(((logits.argmax(-1) == t) & valid).sum()), float(valid.sum())],
+                             dtype=torch.float64)
+        bar.update(1)
     bar.close()
     model.train(was_training)
+    nll_sum, correct, count = _summed(sums, part, device).tolist()
+    count = int(count)
     seconds = float(dataset.frames[:n_items].sum()) / dataset.frame_rate if n_items else 0.0
     nll = nll_sum / max(count, 1)
     return {"nll": nll, "accuracy": correct / max(count, 1), "ppl": math.exp(nll), "tokens": count,
@@ -84,7 +113,7 @@ def evaluate_lm(model, dataset, max_tokens: int | None = None, batch_size: int =
 
 @torch.no_grad()
 def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_size: int = 8, uncond: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, part: tuple[int, int] = (0, 1)) -> dict:
     """Conditional NLL of a text-to-audio LM (`t2a`) on a split, with each item's caption.
 
     Protocol: every item is cut into non-overlapping windows of the model's frames (the last one
@@ -95,8 +124,9 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
     uncond=True also scores with the null condition (`nll_uncond`: how much the caption helps; a model
     without text gets nll_uncond = nll). A second stage (given_codebooks = G) is scored on codebooks
     G..K-1 only: `nll_k`, the NLL, accuracy and bits list those. `captions` turns captions into (emb, mask):
-    halm.models.text.caption_batches.
+    halm.models.text.caption_batches. part: (rank, world) of a data-parallel evaluation (module docstring).
     """
+    _check_part(part)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -112,8 +142,9 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
     n_items = windows[-1][0] + 1 if windows else 0
     sums = {c: torch.zeros(K, dtype=torch.float64) for c in ("nll", "nll_uncond", "correct")}
     counts = torch.zeros(K, dtype=torch.float64)
-    bar = tqdm(total=len(windows), desc="eval t2a", disable=not progress, dynamic_ncols=True)
-    for w0 in range(0, len(windows), batch_size):
+    batches = _my_batches(len(windows), batch_size, part)
+    bar = tqdm(total=len(batches), desc="eval t2a", disable=not progress, dynamic_ncols=True)
+    for w0 in batches:
         chunk = windows[w0:w0 + batch_size]
         codes = torch.zeros(len(chunk), K, F_, dtype=torch.long)
         lengths = torch.zeros(len(chunk), dtype=torch.long)
@@ -142,9 +173,12 @@ def evaluate_t2a(model, dataset, captions, max_tokens: int | None = None, batch_
             if key == "nll":
                 sums["correct"] += ((logits.argmax(-1) == targets) & valid).sum((0, 2)).double().cpu()
                 counts += valid.sum((0, 2)).double().cpu()
-        bar.update(len(chunk))
+        bar.update(1)
     bar.close()
     model.train(was_training)
+    packed = _summed(torch.stack([sums["nll"], sums["nll_uncond"], sums["correct"], counts]), part, device)
+    sums = dict(zip(("nll", "nll_uncond", "correct"), packed[:3]))
+    counts = packed[3]
     G = model.cfg.given_codebooks  # inputs only: not scored
     sums = {key: v[G:] for key, v in sums.items()}
     counts = counts[G:]
