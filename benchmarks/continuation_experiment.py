@@ -102,6 +102,9 @@ def reference_rows(args, items, prompt_stats, judge, heads, judged_prompts, trut
     from halm.codec.model import Codec
 
     keep = [i for i, it in enumerate(items) if it["rest"].shape[1] >= REST_MIN_S * it["sr"]]
+    if not keep:
+        print(f"no prompt's clip goes on for {REST_MIN_S} s after the prompt: no ceiling rows", flush=True)
+        return []
     sub = [items[i] for i in keep]
     ps = [prompt_stats[i] for i in keep]
     jp = {h: [v[i] for i in keep] for h, v in judged_prompts.items()}
@@ -122,7 +125,7 @@ def run(args) -> dict:
     from halm.audio import save_audio
     from halm.audio.mel import DISPLAY_HOP, display_mel
     from halm.generate import generate_continuation
-    from halm.judge import attributes_of, judge_hash, load_judge
+    from halm.judge import attributes_of, judge_hash, load_judge, probes_hash
     from halm.plots import plot_continuation_grid
     from halm.runs import load_run
 
@@ -161,6 +164,7 @@ def run(args) -> dict:
     png = plot_continuation_grid(grid, sr_out / DISPLAY_HOP, args.prompt_seconds, Path(args.out) / "continuations.png") \
         if sr_out else None
     result = {"data": str(args.data), "fine": str(args.fine) if args.fine else None, "judge_sha256": judge_hash(args.judge),
+              "judge_probes_sha256": probes_hash(args.judge),
               "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png) if png else None,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     if args.results:
@@ -169,7 +173,7 @@ def run(args) -> dict:
     return result
 
 
-def main():
+def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="prepared dataset whose test split gives the prompts")
     p.add_argument("--runs", nargs="*", default=[], help="NAME=RUN pairs (gpt / whisper_gpt runs)")
@@ -184,7 +188,7 @@ def main():
     p.add_argument("--top-k", type=int, default=0, help="top-k (default 0 = all)")
     p.add_argument("--out", required=True, help="folder for the WAVs and the PNG")
     p.add_argument("--results", help="JSON file for the result")
-    run(p.parse_args())
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class JudgeConfig:
     gru: int = 128  # hidden size per direction of the GRU over time (0: none)
     chroma_heads: tuple = ("mode",)  # attributes judged from the chroma profile, not the embedding
     chroma_hidden: int = 32
+    probes: tuple = ()  # attributes added by `halm judge extend`: linear heads fitted on the frozen embedding
 
     def __post_init__(self):
         if not 0 <= self.time_pool <= len(self.channels):
@@ -137,14 +138,15 @@ class JudgeConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["channels"], d["chroma_heads"] = list(self.channels), list(self.chroma_heads)
+        d["channels"], d["chroma_heads"], d["probes"] = list(self.channels), list(self.chroma_heads), list(self.probes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> JudgeConfig:
         if "version" not in d:  # a version-1 judge: time pooled in every block, no GRU, no chroma heads
             d = {**d, "version": 1, "time_pool": len(d["channels"]), "gru": 0, "chroma_heads": []}
-        return cls(**{**d, "channels": tuple(d["channels"]), "chroma_heads": tuple(d["chroma_heads"])})
+        return cls(**{**d, "channels": tuple(d["channels"]), "chroma_heads": tuple(d["chroma_heads"]),
+                      "probes": tuple(d.get("probes", ()))})
 
 
 def log_mel16(wav: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
@@ -332,15 +334,29 @@ def _batch(clips: list[dict], n_frames: int, rng: np.random.Generator | None):
 
 # ---- train / save / load / eval -----------------------------------------------------------------
 def save_judge(judge: Judge, out: str | os.PathLike, extra: dict | None = None):
+    """config.json + model.safetensors (+ probes.safetensors: the heads of `halm judge extend`, kept apart so that
+    an extended judge's model.safetensors, and so its judge_hash, are the base judge's byte for byte)."""
     from halm.checkpoint import atomic_write_text, save_weights
     from halm.runkit import cpu_tensors
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "model.safetensors.tmp"
-    save_weights(cpu_tensors(judge.state_dict()), str(tmp))
-    os.replace(tmp, out / "model.safetensors")
+    state = cpu_tensors(judge.state_dict())
+    probe = {k: v for k, v in state.items() if _probe_key(k, judge.cfg.probes)}
+    for name, part in (("model.safetensors", {k: v for k, v in state.items() if k not in probe}), (PROBES, probe)):
+        if part:
+            save_weights(part, str(out / (name + ".tmp")))
+            os.replace(out / (name + ".tmp"), out / name)
+    if not probe:
+        (out / PROBES).unlink(missing_ok=True)
     atomic_write_text(out / "config.json", json.dumps({"judge": judge.cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
+
+
+PROBES = "probes.safetensors"
+
+
+def _probe_key(key: str, probes: tuple) -> bool:
+    return any(key.startswith(f"heads.{name}.") for name in probes)
 
 
 DEFAULT_JUDGE = Path(__file__).parent / "assets" / "judge_halm_small"
@@ -362,8 +378,87 @@ def load_judge(path: str | os.PathLike | None = None) -> Judge:
                                 "`halm judge train --data SRC... --out DIR`")
     cfg = JudgeConfig.from_dict(json.loads((d / "config.json").read_text())["judge"])
     judge = Judge(cfg)
-    judge.load_state_dict(load_file(str(d / "model.safetensors")))
+    state = load_file(str(d / "model.safetensors"))
+    if cfg.probes:
+        if not (d / PROBES).exists():
+            raise FileNotFoundError(f"{d}: the judge's {list(cfg.probes)} heads are in {PROBES}, which is missing "
+                                    "(rerun its `halm judge extend` command)")
+        state.update(load_file(str(d / PROBES)))
+    judge.load_state_dict(state)
     return judge.eval()
+
+
+def probes_hash(path: str | os.PathLike | None = None) -> str | None:
+    """sha256 of a judge's probes.safetensors (its `halm judge extend` heads); None for a judge without them."""
+    from halm.checkpoint import file_sha256
+
+    f = (Path(path) if path else DEFAULT_JUDGE) / PROBES
+    return file_sha256(f) if f.exists() else None
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 500, lr: float = 0.05,
+              weight_decay: float = 1e-3, seed: int = 0) -> nn.Linear:
+    """A linear head (D -> n_classes) fitted to embeddings x (N, D) and labels y (N,): full-batch AdamW on the
+    cross-entropy, seeded initialisation, so the same inputs give the same head."""
+    torch.manual_seed(seed)
+    head = nn.Linear(x.shape[1], n_classes)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(head(x), y).backward()
+        opt.step()
+    return head.requires_grad_(False)
+
+
+def extend_judge(sources: list[str], out: str | os.PathLike, base: str | os.PathLike | None = None, steps: int = 4000,
+                 lr: float = 0.05, weight_decay: float = 0.01, seed: int = 0, heldout: list[str] | None = None,
+                 progress: bool = True) -> dict:
+    """Add heads for the attributes of `sources` that the judge `base` (default: the shipped one) lacks, e.g. the
+    speech heads (accent, timbre, rate, pitch): linear probes fitted on its frozen audio embedding (fit_probe).
+    Every other weight stays as it is, so the extended judge embeds, scores FAD / CLAP and reads its old heads
+    exactly as the base does, and its judge_hash is the base's (the new heads: probes.safetensors, probes_hash).
+    Clips whose attributes the base already reads are not used. Deterministic (CPU, full batch, seeded);
+    seconds of fitting once the clips are embedded, so there is no checkpoint to resume."""
+    base_dir = Path(base) if base else DEFAULT_JUDGE
+    if Path(out).resolve() == base_dir.resolve():
+        raise UserError(f"--out {out} is the base judge: give another directory")
+    judge = load_judge(base_dir)
+    known = set(judge.cfg.attributes)
+    clips = [c for c in load_clips(sources, judge.cfg.n_mels, progress) if set(c["attributes"]) - known]
+    values: dict[str, set] = {}
+    for c in clips:
+        for k, v in c["attributes"].items():
+            if k not in known:
+                values.setdefault(k, set()).add(v)
+    vocab = {k: sorted(v) for k, v in sorted(values.items()) if len(v) > 1}
+    if not vocab:
+        raise UserError(f"{sources}: no clip has an attribute (with 2+ values) that the judge lacks "
+                        f"(it reads {sorted(known)})")
+    with torch.no_grad():
+        emb, _ = embed_clips(judge, clips)  # (N, D) the L2-normalised embedding every linear head reads
+    fitted = {}
+    for name, classes in vocab.items():
+        have = [i for i, c in enumerate(clips) if name in c["attributes"]]
+        y = torch.tensor([classes.index(clips[i]["attributes"][name]) for i in have])
+        head = fit_probe(emb[have], y, len(classes), steps, lr, weight_decay, seed)
+        judge.heads[name] = head
+        fitted[name] = {"classes": len(classes), "clips": len(have),
+                        "train_accuracy": round(float((head(emb[have]).argmax(-1) == y).float().mean()), 4)}
+    judge.cfg.attributes = {**judge.cfg.attributes, **vocab}
+    judge.cfg.probes = tuple(judge.cfg.probes) + tuple(vocab)
+    base_config = json.loads((base_dir / "config.json").read_text())
+    record = {"base": str(base or "halm-small"), "base_sha256": judge_hash(base_dir),
+              "sources": [str(s) for s in sources], "steps": steps, "lr": lr, "weight_decay": weight_decay,
+              "seed": seed, "heads": fitted}
+    extra = {k: v for k, v in base_config.items() if k not in ("judge", "probes")}
+    save_judge(judge, out, {**extra, "probes": [*base_config.get("probes", []), record]})
+    if judge_hash(out) != record["base_sha256"]:
+        raise RuntimeError(f"{out}: the extended judge's model.safetensors differs from its base's")
+    result = {"judge": str(out), "base_sha256": record["base_sha256"], "probes_sha256": probes_hash(out),
+              "heads": fitted}
+    if heldout:
+        result["heldout"] = evaluate_judge(load_judge(out), heldout, progress=progress)
+    return result
 
 
 def train_judge(sources: list[str], out: str, steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,

@@ -133,3 +133,33 @@ def test_a_vocab_larger_than_the_codebook_never_samples_past_it():
 
     model.run_config = {"data": {"codec": {"codebook_size": 40}}}
     assert torch.equal(bind_generate(model).generate(prompt, 50, seed=0), kept)
+
+
+def test_continuation_experiment_scores_voices_with_the_shipped_judges_speech_heads(tmp_path, lm_data, monkeypatch):
+    """benchmarks/continuation_experiment.py end to end on tiny runs: the ceilings, a hybrid decoded from all
+    codebooks by a second stage, the F0 / voicing / judge rows, the WAVs, the PNG and the judge's hashes."""
+    from pathlib import Path
+
+    from halm.judge import judge_hash, probes_hash
+    from halm.train import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import continuation_experiment
+
+    monkeypatch.setattr(continuation_experiment, "REST_MIN_S", 0.3)  # the tiny corpus's clips are short
+    fast = ["threads=1", "batch_size=4", "eval_every=1000", "eval_tokens=100"]
+    train("tiny-whisper-gpt", str(lm_data), tmp_path / "hybrid", steps=2, progress=False, overrides=fast)
+    train("tiny-fine", str(lm_data), tmp_path / "fine", steps=2, progress=False, overrides=fast)
+    out = tmp_path / "cont"
+    r = continuation_experiment.main(["--data", str(lm_data), "--runs", f"hybrid={tmp_path / 'hybrid'}", "--fine",
+                                      str(tmp_path / "fine"), "--references", "--n", "3", "--prompt-seconds", "1",
+                                      "--seconds", "0.5", "--out", str(out), "--results", str(tmp_path / "c.json")])
+    assert r["judge_sha256"] == judge_hash() and r["judge_probes_sha256"] == probes_hash() is not None
+    assert set(r["judge_speech_heads"]) == {"accent", "timbre", "pitch", "rate"}  # the shipped judge reads speech
+    rows = {row["model"]: row for row in r["rows"]}
+    assert len(rows) == 4 and rows["hybrid"]["codebooks"] == 4 and rows["hybrid"]["n_prompts"] == 3
+    for row in rows.values():
+        assert set(row["judge_agrees_with_prompt"]) == set(r["judge_speech_heads"])
+        assert all(0 <= v <= 1 for v in row["judge_agrees_with_prompt"].values()) and 0 <= row["voicing_share"] <= 1
+    assert sorted(p.name for p in (out / "hybrid").iterdir()) == [f"{i:03d}.wav" for i in range(3)] and Path(r["png"]).is_file()
+    assert json.loads((tmp_path / "c.json").read_text())["rows"] == json.loads(json.dumps(r["rows"]))

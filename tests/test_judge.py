@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from halm.errors import UserError
 from halm.judge import (
     ChromaHead,
     _out_of_window,
@@ -213,6 +214,10 @@ def test_judge_training_resumes_the_same_trajectory_after_a_kill(corpora, tmp_pa
         train_judge(corpora, str(tmp_path / "two"), **{**kw, "lr": 1e-3})
 
 
+def judge_chroma(B, F):
+    return torch.zeros(B, 24, F)
+
+
 def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     judge = load_judge()
     assert judge.cfg.version == 2 and set(judge.chroma_heads) == {"mode"}
@@ -221,6 +226,14 @@ def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     mel = torch.full((2, judge.cfg.n_mels, 300), -3.0)
     emb = judge.audio_embed(mel, torch.tensor([300, 150]))
     assert emb.shape == (2, judge.cfg.dim) and torch.isfinite(emb).all()
+    # the speech heads: linear probes on the frozen v2 embedding (`halm judge extend`), v2's own weights untouched
+    from halm.judge import judge_hash, probes_hash
+
+    assert judge.cfg.probes == ("accent", "pitch", "rate", "timbre") and len(judge.cfg.attributes["timbre"]) == 102
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "judge_speech.json").read_text())
+    assert record["base_sha256"] == judge_hash() and record["probes_sha256"] == probes_hash()
+    post = judge.posteriors(mel, torch.tensor([300, 150]), judge_chroma(2, 300))
+    assert post["timbre"].shape == (2, 102) and torch.allclose(post["accent"].sum(-1), torch.ones(2))
 
 
 def test_judge_refuses_a_shorter_run_and_a_remade_corpus(corpora, tmp_path):
@@ -239,3 +252,42 @@ def test_judge_refuses_a_shorter_run_and_a_remade_corpus(corpora, tmp_path):
     info.write_text(json.dumps({**json.loads(info.read_text()), "generator_version": 99}))  # remade in place
     with pytest.raises(RunMismatch, match="generator_version: .* there vs 99 asked"):
         train_judge(src, str(tmp_path / "j"), steps=2, **kw)
+
+
+def test_judge_extend_adds_speech_heads_and_keeps_the_base_exactly(corpora, tmp_path):
+    """`halm judge extend`: linear heads for the attributes the base lacks, on its frozen embedding; the base's
+    weights, hash, embeddings and old heads unchanged; deterministic; a second extension stacks."""
+    from halm.judge import extend_judge, judge_hash, probes_hash, train_judge
+
+    base = tmp_path / "base"
+    train_judge(corpora[:2], str(base), steps=6, batch_size=6, progress=False)  # music + sfx: no speech heads
+    assert not {"accent", "timbre", "rate", "pitch"} & set(load_judge(base).cfg.attributes)
+    out = tmp_path / "ext"
+    r = subprocess.run([sys.executable, "-m", "halm", "judge", "extend", "--judge", str(base), "--data", corpora[2],
+                        "--out", str(out), "--steps", "200", "--heldout", corpora[2], "--json"], check=True,
+                       capture_output=True, text=True)
+    res = json.loads(r.stdout)
+    assert {"accent", "rate", "pitch"} <= set(res["heads"]) <= {"accent", "timbre", "rate", "pitch"}
+    assert res["base_sha256"] == judge_hash(base) == judge_hash(out) and res["probes_sha256"] == probes_hash(out)
+    assert probes_hash(base) is None
+    for h in res["heads"].values():
+        assert h["train_accuracy"] > 1 / h["classes"] + 0.2  # a fitted head, not its initialisation
+    assert set(res["heads"]) <= set(res["heldout"]["attribute_accuracy"])
+    b, e = load_judge(base), load_judge(out)
+    assert e.cfg.probes == tuple(res["heads"]) and set(e.cfg.attributes) == set(b.cfg.attributes) | set(res["heads"])
+    clips = load_clips(corpora, b.cfg.n_mels, progress=False)[::3]
+    (emb_b, post_b), (emb_e, post_e) = embed_clips(b, clips), embed_clips(e, clips)
+    assert torch.equal(emb_b, emb_e) and all(torch.equal(post_b[k], post_e[k]) for k in post_b)
+    assert set(post_e) - set(post_b) == set(res["heads"])
+    # deterministic: the same command, the same heads
+    again = extend_judge([corpora[2]], tmp_path / "again", base=base, steps=200, progress=False)
+    assert again["probes_sha256"] == res["probes_sha256"]
+    # nothing new to add: one clear line; the base itself is not overwritten
+    with pytest.raises(UserError, match="lacks"):
+        extend_judge([corpora[2]], tmp_path / "twice", base=out, progress=False)
+    with pytest.raises(UserError, match="base judge"):
+        extend_judge([corpora[2]], base, base=base, progress=False)
+    # a missing probes file says how to remake it
+    (out / "probes.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="judge extend"):
+        load_judge(out)

@@ -19,6 +19,23 @@ def cmd_judge_train(args) -> int:
     return 0
 
 
+def cmd_judge_extend(args) -> int:
+    from halm.judge import extend_judge
+
+    r = extend_judge(args.data, args.out, base=args.judge, steps=args.steps, seed=args.seed, heldout=args.heldout,
+                     progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        held = r.get("heldout", {}).get("attribute_accuracy", {})
+        print(f"wrote the judge to {args.out}: its base's weights (sha256 {r['base_sha256'][:16]}) and "
+              f"{len(r['heads'])} new heads (probes sha256 {r['probes_sha256'][:16]})")
+        for k, h in r["heads"].items():
+            print(f"  {k:>10}: {h['classes']} classes, {h['clips']} clips, train {100 * h['train_accuracy']:.1f}%"
+                  + (f", held-out {100 * held[k]:.1f}%" if k in held else ""))
+    return 0
+
+
 def cmd_judge_eval(args) -> int:
     from halm.judge import evaluate_judge, load_judge
 
@@ -143,6 +160,24 @@ def register(sub) -> None:
     add_json(c)
     add_device(c)
     c.set_defaults(func=cmd_judge_train)
+    c = judge_sub.add_parser("extend", help="add heads for new attributes (e.g. speech: accent, timbre, rate, pitch) "
+                             "to a judge, on its frozen embedding",
+                             description="Fit one linear head per attribute of DATA that the judge lacks on the "
+                             "judge's frozen audio embedding (full batch, seeded). Every other weight is kept: the "
+                             "extended judge scores FAD / CLAP / its old heads exactly as the base does and keeps its "
+                             "weight hash; the new heads go to DIR/probes.safetensors.")
+    c.add_argument("--data", nargs="+", required=True, help="sources whose clips carry the new attributes")
+    c.add_argument("--out", required=True, help="judge directory to write (not the base's)")
+    c.add_argument("--judge", help="the base judge directory (default: the one shipped with halm)")
+    c.add_argument("--heldout", nargs="*", help="sources to report the new heads' accuracy on")
+    from halm.judge import extend_judge
+
+    ext = defaults(extend_judge)
+    c.add_argument("--steps", type=int, default=ext["steps"], help=f"full-batch optimisation steps per head "
+                   f"(default {ext['steps']})")
+    c.add_argument("--seed", type=int, default=ext["seed"], help=f"initialisation seed (default {ext['seed']})")
+    add_json(c)
+    c.set_defaults(func=cmd_judge_extend)
     c = judge_sub.add_parser("eval", help="held-out quality of a judge: text->audio R@1/R@5, attribute accuracy",
                              description="Embed the captioned clips of DATA and their captions with the judge; report "
                              "text->audio retrieval (R@1, R@5, chance) and each attribute head's accuracy.")
