@@ -47,6 +47,10 @@ def score(args) -> dict:
     from halm.runs import read_run_config
 
     rc = read_run_config(args.run)
+    if Path(args.results).exists():  # refused before any scoring, and again under the lock below
+        from halm.judge import judge_hash
+
+        _same_judge_and_codec(json.loads(Path(args.results).read_text()), args.results, judge_hash(None), rc)
     best = Path(args.run) / "best.json"
     steps = json.loads(best.read_text())["step"] if best.exists() else rc["train"]["steps"]
     t0 = time.perf_counter()
@@ -71,6 +75,11 @@ def score(args) -> dict:
         results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {"rows": []}
         results["rows"] = [r for r in results["rows"] if not (r["run"] == row["run"] and r["cfg"] == cfg
                                                               and r["sample_seed"] == args.seed)] + [row]
+        try:
+            _same_judge_and_codec(results, args.results, sc["judge_sha256"], rc)
+        except SystemExit:
+            lock.close()
+            raise
         ref = results.setdefault("reference", {}).get(args.domain)
         if ref and (ref["captions"], ref["n_clips"]) != (Path(args.captions).name, sc["n"]):
             lock.close()  # every row of a domain is read against one ceiling: its captions and N must match
@@ -85,12 +94,19 @@ def score(args) -> dict:
     return results
 
 
+def _same_judge_and_codec(results: dict, path, judge_sha: str, rc: dict) -> None:
+    """One results file, one judge and one codec: its rows compare. Another's rows: refuse (SystemExit)."""
+    for what, have, now in (("judge", results.get("judge", {}).get("weights_sha256"), judge_sha),
+                            ("codec", results.get("codec", {}).get("weights_sha256"), rc["data"]["codec"]["weights_sha256"])):
+        if have and have != now:
+            raise SystemExit(f"{path} holds rows scored with {what} weights {have[:16]}; this run's are {now[:16]}: "
+                             "write another --results")
+
+
 def _stamp(results: dict, rc: dict, sc: dict, args, t0: float, run_name: str) -> None:
     """The file-level facts (codec, judge, corpus, machine) and an atomic write."""
-    from halm.judge import judge_hash
-
     results["codec"] = {"name": rc["data"]["codec"]["name"], "weights_sha256": rc["data"]["codec"]["weights_sha256"]}
-    results["judge"] = {"version": sc["judge_version"], "weights_sha256": judge_hash(None)}
+    results["judge"] = {"version": sc["judge_version"], "weights_sha256": sc["judge_sha256"]}
     results.setdefault("corpora", {})[args.domain] = {"train_minutes": corpus_minutes(rc["data"]["path"])["train"],
                                                       "splits_minutes": corpus_minutes(rc["data"]["path"])}
     results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads 1"
@@ -104,6 +120,11 @@ def _stamp(results: dict, rc: dict, sc: dict, args, t0: float, run_name: str) ->
 
 def pct(v) -> str:
     return "—" if v is None or v != v else f"{100 * v:.0f}"
+
+
+def num(v, fmt: str = ".3f") -> str:
+    """A table cell; "—" where there is no value (FAD∞ needs at least 6 clips)."""
+    return "—" if v is None else f"{v:{fmt}}"
 
 
 def baseline_rows(results: dict) -> list[dict]:
@@ -124,10 +145,10 @@ def tables(results: dict) -> str:
             name = "no RR" if r["setting"] == "none" else r["setting"]
             label = f"{name}: null caption (CFG 0)" if r["cfg"] == 0 else f"{name}, CFG {r['cfg']:g}"
             out.append(f"| {label} | {r['steps']} | {r['nll']:.3f} | {r['nll_uncond']:.3f} | {r['fad']:.3f} ± "
-                       f"{r['fad_std']:.3f} | {r['fad_inf']:.3f} | {r['kl']:.3f} | {r['clap']:.3f} | "
+                       f"{r['fad_std']:.3f} | {num(r['fad_inf'])} | {r['kl']:.3f} | {r['clap']:.3f} | "
                        + " | ".join(pct(r["controllability"].get(h)) for h in heads) + " |")
         c = ref["codec"]
-        out.append(f"| references through the codec ({c['n_q']} codebooks) | | | | {c['fad']:.3f} | {c['fad_inf']:.3f} "
+        out.append(f"| references through the codec ({c['n_q']} codebooks) | | | | {c['fad']:.3f} | {num(c['fad_inf'])} "
                    f"| | {c['clap']:.3f} | " + " | ".join(pct(c["controllability"].get(h)) for h in heads) + " |")
         out.append("| reference clips (ceiling) | | | | 0 | 0 | 0 | " + f"{ref['clap']:.3f} | "
                    + " | ".join(pct(ref["controllability"].get(h)) for h in heads) + " |")
@@ -148,14 +169,15 @@ def paired(results: dict) -> str:
         if not out:
             out += ["| paired: RR − no RR | steps | seed | Δ test NLL | Δ NLL, null cond. | Δ FAD | Δ FAD∞ | Δ KL | Δ CLAP | "
                     + " | ".join(f"Δ {h}" for h in heads) + " |", "|---" * (9 + len(heads)) + "|"]
-        d = {k: r[k] - b[k] for k in ("nll", "nll_uncond", "fad", "fad_inf", "kl", "clap")}
+        d = {k: None if r[k] is None or b[k] is None else r[k] - b[k]
+             for k in ("nll", "nll_uncond", "fad", "fad_inf", "kl", "clap")}
         out.append(f"| {r['domain']}: {r['setting']}, CFG {r['cfg']:g} | {r['steps']} | {r['seed']} | {d['nll']:+.4f} | "
-                   f"{d['nll_uncond']:+.4f} | {d['fad']:+.3f} | {d['fad_inf']:+.3f} | {d['kl']:+.3f} | {d['clap']:+.3f} | "
+                   f"{d['nll_uncond']:+.4f} | {d['fad']:+.3f} | {num(d['fad_inf'], '+.3f')} | {d['kl']:+.3f} | {d['clap']:+.3f} | "
                    + " | ".join(f"{100 * (r['controllability'][h] - b['controllability'][h]):+.0f}" for h in heads) + " |")
     return "\n".join(out)
 
 
-def main():
+def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="the run to score (e.g. RUN/best)")
     p.add_argument("--captions", help="held-out captioned corpus (its clips are the references)")
@@ -168,7 +190,7 @@ def main():
     p.add_argument("--out", default="t2a_baseline_evals", help="folder for the eval-t2a outputs")
     p.add_argument("--results", default="docs/results/t2a_rr.json")
     p.add_argument("--tables", action="store_true", help="print the tables of --results and exit")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.tables:
         results = json.loads(Path(args.results).read_text())
         print(tables(results) + "\n" + paired(results))

@@ -291,3 +291,29 @@ def test_judge_extend_adds_speech_heads_and_keeps_the_base_exactly(corpora, tmp_
     (out / "probes.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="judge extend"):
         load_judge(out)
+
+
+def test_t2a_baseline_rows_name_one_judge_and_codec_per_results_file(t2a_data, tmp_path, capsys):
+    """benchmarks/t2a_baseline.py: a row per (run, cfg) with NLL and the judged scores, the reference ceiling, the
+    judge's and codec's hashes; a results file holding another judge's rows is refused, not silently relabelled."""
+    from halm.judge import judge_hash
+    from halm.train import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import t2a_baseline
+
+    train("tiny-t2a", str(t2a_data), str(tmp_path / "run"), steps=2, overrides=["batch_size=2", "eval_every=100"],
+          progress=False)
+    res = tmp_path / "rows.json"
+    argv = ["--run", str(tmp_path / "run"), "--captions", str(t2a_data.parent / "sfx"), "--n", "2", "--cfgs", "3",
+            "--out", str(tmp_path / "evals"), "--results", str(res)]
+    t2a_baseline.main(argv)
+    r = json.loads(res.read_text())
+    assert [row["cfg"] for row in r["rows"]] == [3.0] and r["rows"][0]["n_clips"] == 2 and r["rows"][0]["nll"] > 0
+    assert r["judge"]["weights_sha256"] == judge_hash() and set(r["reference"]) == {"sfx"}
+    assert "| no RR, CFG 3 | 2 |" in capsys.readouterr().out  # the printed table: FAD∞ "—" below 6 clips
+    r["judge"]["weights_sha256"] = "0" * 64  # rows of another judge
+    res.write_text(json.dumps(r))
+    with pytest.raises(SystemExit, match="judge weights 0000"):  # before any scoring
+        t2a_baseline.main(argv)
+    assert json.loads(res.read_text()) == r
