@@ -417,7 +417,8 @@ def extend_judge(sources: list[str], out: str | os.PathLike, base: str | os.Path
     speech heads (accent, timbre, rate, pitch): linear probes fitted on its frozen audio embedding (fit_probe).
     Every other weight stays as it is, so the extended judge embeds, scores FAD / CLAP and reads its old heads
     exactly as the base does, and its judge_hash is the base's (the new heads: probes.safetensors, probes_hash).
-    Clips whose attributes the base already reads are not used. Deterministic (CPU, full batch, seeded);
+    Clips whose attributes the base already reads are not used. Deterministic for a thread count (CPU, full
+    batch, seeded);
     seconds of fitting once the clips are embedded, so there is no checkpoint to resume."""
     base_dir = Path(base) if base else DEFAULT_JUDGE
     if Path(out).resolve() == base_dir.resolve():

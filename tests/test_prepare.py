@@ -160,8 +160,9 @@ def test_torchrun_splits_the_shards_across_ranks_and_gives_the_same_dataset(tmp_
     one, two = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("one", "two"))
     assert two["complete"] and {k: v for k, v in one.items() if k != "created"} == {k: v for k, v in two.items()
                                                                                       if k != "created"}
-    r = torchrun()
-    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["realtime_factor"] is None
+    r = torchrun()  # nothing left to do: the ranks exit at once (a rank that closed its group early aborted the other)
+    assert r.returncode == 0, r.stderr[:3000] + "\n...\n" + r.stderr[-1500:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["realtime_factor"] is None
     r = torchrun("--n-mels", "64")
     assert r.returncode != 0 and "other settings" in r.stderr
 

@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    done = False
     try:
-        return args.func(args)
+        code = args.func(args)
+        done = True
+        return code
     except USER_ERRORS as e:
         if os.environ.get("HALM_DEBUG"):  # HALM_DEBUG=1 shows the traceback of a user error
             raise
@@ -48,14 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"halm {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
     finally:
-        _end_process_group()
+        _end_process_group(wait_for_all=done)
 
 
-def _end_process_group() -> None:
+def _end_process_group(wait_for_all: bool) -> None:
     """Under torchrun: destroy the process group before the interpreter shuts down. Left to finalization, gloo's
-    worker threads can still hold tensors then, and a rank dies with SIGABRT after its work is done."""
+    worker threads can still hold tensors then, and a rank dies with SIGABRT after its work is done. After a
+    command that succeeded, a barrier first: a rank that is done (e.g. the sender of the last broadcast) must not
+    close its connections while another is still receiving on them (gloo aborts that one). After an error, no
+    barrier: the other ranks may never reach it."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 
