@@ -84,7 +84,6 @@ def test_compare_writes_the_table_and_curves(runs, tmp_path):
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 10_000
 
 
-
 def _scored(family, data, part=(0, 1)):
     """A seeded tiny model of `family` scores (its share of) the train split's windows, one window a batch."""
     from halm.metrics.lm import evaluate_t2a

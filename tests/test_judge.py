@@ -214,10 +214,6 @@ def test_judge_training_resumes_the_same_trajectory_after_a_kill(corpora, tmp_pa
         train_judge(corpora, str(tmp_path / "two"), **{**kw, "lr": 1e-3})
 
 
-def judge_chroma(B, F):
-    return torch.zeros(B, 24, F)
-
-
 def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     judge = load_judge()
     assert judge.cfg.version == 2 and set(judge.chroma_heads) == {"mode"}
@@ -232,7 +228,7 @@ def test_the_shipped_judge_loads_and_knows_the_offline_attributes():
     assert judge.cfg.probes == ("accent", "pitch", "rate", "timbre") and len(judge.cfg.attributes["timbre"]) == 102
     record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "judge_speech.json").read_text())
     assert record["base_sha256"] == judge_hash() and record["probes_sha256"] == probes_hash()
-    post = judge.posteriors(mel, torch.tensor([300, 150]), judge_chroma(2, 300))
+    post = judge.posteriors(mel, torch.tensor([300, 150]), torch.zeros(2, 24, 300))  # 24: chroma + bass
     assert post["timbre"].shape == (2, 102) and torch.allclose(post["accent"].sum(-1), torch.ones(2))
 
 
@@ -256,8 +252,9 @@ def test_judge_refuses_a_shorter_run_and_a_remade_corpus(corpora, tmp_path):
 
 def test_judge_extend_adds_speech_heads_and_keeps_the_base_exactly(corpora, tmp_path):
     """`halm judge extend`: linear heads for the attributes the base lacks, on its frozen embedding; the base's
-    weights, hash, embeddings and old heads unchanged; deterministic; a second extension stacks."""
-    from halm.judge import extend_judge, judge_hash, probes_hash, train_judge
+    weights, hash, embeddings and old heads unchanged; deterministic; nothing new to add is refused."""
+    from halm.judge import judge_hash, probes_hash, train_judge
+    from halm.judge_extend import extend_judge
 
     base = tmp_path / "base"
     train_judge(corpora[:2], str(base), steps=6, batch_size=6, progress=False)  # music + sfx: no speech heads

@@ -20,7 +20,7 @@ def cmd_judge_train(args) -> int:
 
 
 def cmd_judge_extend(args) -> int:
-    from halm.judge import extend_judge
+    from halm.judge_extend import extend_judge
 
     r = extend_judge(args.data, args.out, base=args.judge, steps=args.steps, seed=args.seed, heldout=args.heldout,
                      progress=not args.json)
@@ -170,7 +170,7 @@ def register(sub) -> None:
     c.add_argument("--out", required=True, help="judge directory to write (not the base's)")
     c.add_argument("--judge", help="the base judge directory (default: the one shipped with halm)")
     c.add_argument("--heldout", nargs="*", help="sources to report the new heads' accuracy on")
-    from halm.judge import extend_judge
+    from halm.judge_extend import extend_judge
 
     ext = defaults(extend_judge)
     c.add_argument("--steps", type=int, default=ext["steps"], help=f"full-batch optimisation steps per head "
