@@ -40,6 +40,26 @@ def test_frechet_distance_diagonal_closed_form_and_identity():
     assert frechet_distance(mu1[:1].repeat(5), s, mu1[:1].repeat(5), s) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fad_from_fewer_clips_than_dimensions_equals_the_covariance_form():
+    """With N_r * N_g < D^2 `fad` works in clip space (singular values of the (N_r, N_g) cross matrix).
+    Exact on a closed form: {+u, -u} against {c + v, c - v} has covariances 2uu^T and 2vv^T, so
+    FD = |c|^2 + 2|u|^2 + 2|v|^2 - 4|u.v|. On random sets it gives the covariance form's number (to that
+    form's own rounding: the square roots of its ~1e-14 eigenvalues), repeated clips and N = 2 included."""
+    rng = np.random.default_rng(5)
+    u, v, c = rng.normal(size=(3, 256))
+    want = (c ** 2).sum() + 2 * (u ** 2).sum() + 2 * (v ** 2).sum() - 4 * abs(u @ v)
+    with pytest.warns(UserWarning, match="singular"):
+        assert fad(np.stack([u, -u]), np.stack([c + v, c - v])) == pytest.approx(want, rel=1e-12)
+    for n_ref, n_gen, d in ((6, 6, 256), (147, 147, 256), (2, 9, 40), (30, 12, 64)):
+        ref, gen = rng.normal(size=(n_ref, d)), 0.7 * rng.normal(size=(n_gen, d)) + 0.3
+        gen[1] = gen[0]
+        want = frechet_distance(ref.mean(0), np.cov(ref, rowvar=False), gen.mean(0), np.cov(gen, rowvar=False))
+        with pytest.warns(UserWarning, match="singular"):
+            assert fad(ref, gen) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="N >= 2"):
+        fad(rng.normal(size=(1, 8)), rng.normal(size=(5, 8)))
+
+
 def test_fad_singular_covariances_do_not_fail_and_warn():
     rng = np.random.default_rng(2)
     ref, gen = rng.normal(size=(10, 32)), rng.normal(size=(10, 32)) + 0.5

@@ -8,7 +8,12 @@ same embedding model, so reports name it.
       |mu_r - mu_g|^2 + tr(S_r) + tr(S_g) - 2 tr((S_r^1/2 S_g S_r^1/2)^1/2)
   computed in float64 with symmetric eigendecompositions (S_r^1/2 S_g S_r^1/2 is symmetric PSD, so
   its square root's trace is the sum of the square roots of its eigenvalues): no complex parts and no
-  failure on singular covariances, unlike a general sqrtm. `fad_bootstrap` resamples both sets.
+  failure on singular covariances, unlike a general sqrtm. From embedding sets with fewer clips than
+  dimensions (N_r * N_g < D^2, e.g. 147 clips of a 256-wide judge) the same number comes from the clips
+  themselves: with A, B the centred (N, D) sets, S_r S_g has the nonzero eigenvalues of
+  (A B^T)(A B^T)^T / ((N_r - 1)(N_g - 1)), so the cross term is the sum of the singular values of the
+  (N_r, N_g) matrix A B^T over sqrt((N_r - 1)(N_g - 1)): no D x D matrix is formed.
+  `fad_bootstrap` resamples both sets.
 - FAD∞ (`fad_inf`, Chung et al. 2024, "Adapting Fréchet Audio Distance", as in fadtk): plain FAD is
   biased upward by a term that falls like 1/N. FAD is computed on random subsets of the generated set
   of sizes N_i (the reference statistics fixed), a line FAD(N) = FAD∞ + slope/N is fitted by least
@@ -27,10 +32,15 @@ import warnings
 import numpy as np
 
 
-def _gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _embedding_set(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"need an (N >= 2, D) array of embeddings, got shape {x.shape}")
+    return x
+
+
+def _gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = _embedding_set(x)
     return x.mean(0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
 
 
@@ -49,15 +59,29 @@ def frechet_distance(mu1, s1, mu2, s2) -> float:
     return max(d, 0.0)
 
 
+def _fd_sets(x: np.ndarray, y: np.ndarray) -> float:
+    """Fréchet distance between the Gaussian fits of two embedding sets (N1, D), (N2, D): from the clips
+    when the (N1, N2) cross matrix is smaller than a covariance, else from the covariances (module doc)."""
+    x, y = _embedding_set(x), _embedding_set(y)
+    (n1, dim), n2 = x.shape, len(y)
+    if n1 * n2 >= dim * dim:
+        return frechet_distance(*_gaussian(x), *_gaussian(y))
+    mu1, mu2 = x.mean(0), y.mean(0)
+    a, b = x - mu1, y - mu2  # (N1, D), (N2, D)
+    tr_cross = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+    d = float(((mu1 - mu2) ** 2).sum() + (a * a).sum() / (n1 - 1) + (b * b).sum() / (n2 - 1) - 2.0 * tr_cross)
+    return max(d, 0.0)
+
+
 def fad(ref: np.ndarray, gen: np.ndarray) -> float:
     """FAD between two embedding sets (N_ref, D) and (N_gen, D). Warns when N < D (singular covariances)."""
-    n = min(len(ref), len(gen))
-    dim = np.asarray(ref).shape[1]
+    ref, gen = _embedding_set(ref), _embedding_set(gen)
+    n, dim = min(len(ref), len(gen)), ref.shape[1]
     if n < dim:
         warnings.warn(f"FAD from {n} clips in {dim} dimensions: the covariances are singular and the score is "
                       f"biased upward; use more clips than dimensions (or report it only against the same N)",
                       stacklevel=2)
-    return frechet_distance(*_gaussian(ref), *_gaussian(gen))
+    return _fd_sets(ref, gen)
 
 
 def fad_bootstrap(ref: np.ndarray, gen: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
@@ -88,10 +112,9 @@ def fad_inf(ref: np.ndarray, gen: np.ndarray, n_min: int | None = None, steps: i
     n_min = max(2, n // 3 if n_min is None else n_min)
     if n_min >= n:
         raise ValueError(f"FAD∞ needs more generated clips than the smallest subset ({n} <= {n_min})")
-    mu_r, s_r = _gaussian(ref)
     rng = np.random.default_rng(seed)
     ns = np.unique(np.linspace(n_min, n, steps).astype(int))
-    vals = [frechet_distance(mu_r, s_r, *_gaussian(gen[rng.choice(n, size=k, replace=False)])) for k in ns]
+    vals = [_fd_sets(ref, gen[rng.choice(n, size=k, replace=False)]) for k in ns]
     intercept, slope = extrapolate_inf(ns, vals)
     return {"fad_inf": intercept, "slope": slope, "ns": [int(k) for k in ns], "fads": [float(v) for v in vals]}
 
