@@ -59,13 +59,14 @@ def frechet_distance(mu1, s1, mu2, s2) -> float:
     return max(d, 0.0)
 
 
-def _fd_sets(x: np.ndarray, y: np.ndarray) -> float:
+def _fd_sets(x: np.ndarray, y: np.ndarray, x_fit: tuple | None = None) -> float:
     """Fréchet distance between the Gaussian fits of two embedding sets (N1, D), (N2, D): from the clips
-    when the (N1, N2) cross matrix is smaller than a covariance, else from the covariances (module doc)."""
+    when the (N1, N2) cross matrix is smaller than a covariance, else from the covariances (module doc;
+    x_fit: x's (mean, covariance) when the caller already has them)."""
     x, y = _embedding_set(x), _embedding_set(y)
     (n1, dim), n2 = x.shape, len(y)
     if n1 * n2 >= dim * dim:
-        return frechet_distance(*_gaussian(x), *_gaussian(y))
+        return frechet_distance(*(x_fit or _gaussian(x)), *_gaussian(y))
     mu1, mu2 = x.mean(0), y.mean(0)
     a, b = x - mu1, y - mu2  # (N1, D), (N2, D)
     tr_cross = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
@@ -112,9 +113,10 @@ def fad_inf(ref: np.ndarray, gen: np.ndarray, n_min: int | None = None, steps: i
     n_min = max(2, n // 3 if n_min is None else n_min)
     if n_min >= n:
         raise ValueError(f"FAD∞ needs more generated clips than the smallest subset ({n} <= {n_min})")
+    ref_fit = _gaussian(ref)  # fixed: fitted once for the subsets that use the covariance form
     rng = np.random.default_rng(seed)
     ns = np.unique(np.linspace(n_min, n, steps).astype(int))
-    vals = [_fd_sets(ref, gen[rng.choice(n, size=k, replace=False)]) for k in ns]
+    vals = [_fd_sets(ref, gen[rng.choice(n, size=k, replace=False)], ref_fit) for k in ns]
     intercept, slope = extrapolate_inf(ns, vals)
     return {"fad_inf": intercept, "slope": slope, "ns": [int(k) for k in ns], "fads": [float(v) for v in vals]}
 
