@@ -49,6 +49,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         return logits.argmax(-1)
     if 0 < top_k < logits.size(-1) and top_p >= 1.0:  # same distribution, softmax and draw over k values only
         vals, idx = torch.topk(logits if temperature == 1.0 else logits / temperature, top_k, dim=-1)
+        # the k kept ids in vocabulary order, as a draw over the masked vocabulary sees them: two near-tied
+        # logits that swap places under rounding (a cached vs a full forward, another CPU) give the same token
+        idx, order = idx.sort(-1)
+        vals = vals.gather(-1, order)
         return idx.gather(-1, torch.multinomial(vals.softmax(-1), 1, generator=generator))[:, 0]
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
