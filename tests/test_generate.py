@@ -42,13 +42,15 @@ def test_sampling_follows_the_filtered_distribution_and_greedy():
     assert sample_next(logits[:2], temperature=0).tolist() == [3, 3]
 
 
-@pytest.mark.parametrize("top_k", [0, 3, 6])
+@pytest.mark.parametrize("top_k", [0, 2, 4, 6])
 def test_a_near_tie_that_swaps_under_rounding_draws_the_same_token(top_k):
     # a cached and a full forward (or two CPUs) differ by rounding; where two kept logits are tied within it
     # and swap their order, the draw must not change (it did when top-k drew over ids in descending order)
     base = torch.tensor([[0.5, 1.0, 1.0 + 1e-6, 0.2, 0.7, 0.7 - 1e-6, 0.1, 0.0]]).repeat(2000, 1)
     swapped = base.clone()
-    swapped[:, [2, 5]] -= 2e-6  # 1 < 2 and 4 < 5 now the other way round
+    swapped[:, 2] -= 2e-6  # ids 1 and 2 swap places, and so do 4 and 5 (no k cuts between a tied pair)
+    swapped[:, 5] += 2e-6
+    assert swapped.argsort(-1, descending=True)[0, :4].tolist() == [1, 2, 5, 4]
     draws = [sample_next(x, top_k=top_k, generator=torch.Generator().manual_seed(3)) for x in (base, swapped)]
     assert torch.equal(*draws)
     assert len(set(draws[0].tolist())) == (top_k or 8)  # every kept id drawn, so the swaps mattered
