@@ -13,7 +13,10 @@ Three steps; each is resumable (rerun the same command after an interruption) an
     python benchmarks/whisper_gpt_experiment.py tables --results docs/results/whisper_gpt.json --plot docs/whisper_gpt_curves.png
 
 Models of one seed see the same crops in the same order (the crop sampler is seeded by the run's seed
-only), so "hybrid − GPT-S" at one seed is a paired difference. Run the two domains side by side on a
+only), so "hybrid − GPT-S" at one seed is a paired difference. A run's precision (fp32, or bf16 autocast
+where the hardware has bf16 units: --amp auto) is part of its identity: RUNS/DOMAIN/MODEL/seedN-bf16, a
+row of its own, and the paired deltas compare runs of the same precision (a bf16 GPT-S against the fp32
+one measures the precision's own effect). Run the two domains side by side on a
 2-core machine with OMP_NUM_THREADS=1 and --threads 1 each.
 """
 
@@ -125,6 +128,21 @@ def _update(results_path: Path, fn) -> dict:
     return results
 
 
+def run_key(r: dict) -> tuple:
+    """What makes two rows the same run; rows written before precision was recorded were all fp32."""
+    return r["domain"], r["model"], r["seed"], r["train_tokens"], r.get("precision", "fp32")
+
+
+def precision(amp: str) -> str:
+    """The precision halm.train will use here for --amp: 'bf16' (autocast) or 'fp32'."""
+    import torch
+
+    from halm.train import has_native_bf16
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if amp == "bf16" or (amp == "auto" and has_native_bf16(device)) else "fp32"
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -139,15 +157,15 @@ def train_all(args) -> dict:
 
     runs, results_path = Path(args.runs) / args.domain, Path(args.results)
     steps = max(1, -(-args.tokens // (args.batch_size * args.context)))
-    done = {(r["domain"], r["model"], r["seed"], r["train_tokens"])
-            for r in (json.loads(results_path.read_text())["rows"] if results_path.exists() else [])}
+    done = {run_key(r) for r in (json.loads(results_path.read_text())["rows"] if results_path.exists() else [])}
+    prec = precision(args.amp)
     if "whisper-gpt-codecmel" in args.models and not args.codec_mel_data:
         raise SystemExit("whisper-gpt-codecmel needs --codec-mel-data (the corpus prepared with --mel-source codec)")
     for seed in args.seeds:
         for model in args.models:
-            if (args.domain, model, seed, steps * args.batch_size * args.context) in done:
+            if (args.domain, model, seed, steps * args.batch_size * args.context, prec) in done:
                 continue
-            run = runs / model / f"seed{seed}"
+            run = runs / model / (f"seed{seed}" if prec == "fp32" else f"seed{seed}-{prec}")
             settings = [f"batch_size={args.batch_size}", f"seed={seed}", f"lr={LR.get(model, 1e-3)}", f"context={args.context}",
                         f"warmup_steps={max(1, steps // 20)}", f"eval_every={max(1, steps // 20)}",
                         f"eval_tokens={args.eval_tokens}", f"ckpt_every={max(1, steps // 20)}", f"threads={args.threads}",
@@ -155,8 +173,10 @@ def train_all(args) -> dict:
             t0 = time.perf_counter()
             train_data = args.codec_mel_data if model == "whisper-gpt-codecmel" else args.data
             tr = train(PRESETS.get(model, model), train_data, run, steps=steps, overrides=settings, progress=not args.quiet)
+            if tr["precision"] != prec:
+                raise RuntimeError(f"{run} trained in {tr['precision']}, expected {prec}")
             ev = evaluate_run(str(run), data=args.data, split="test", progress=False)
-            row = {"domain": args.domain, "model": model, "params": ev["params"], "seed": seed,
+            row = {"domain": args.domain, "model": model, "params": ev["params"], "seed": seed, "precision": prec,
                    "train_tokens": tr["tokens"], "steps": steps, "nll": ev["nll"], "accuracy": ev["accuracy"],
                    "ppl": ev["ppl"], "bits_per_second": ev["bits_per_second"], "test_tokens": ev["tokens"],
                    "nll_closed_loop": None, "accuracy_closed_loop": None, "dev_curve": dev_curve(run),
@@ -167,8 +187,7 @@ def train_all(args) -> dict:
                 row["nll_closed_loop"], row["accuracy_closed_loop"] = cl["nll"], cl["accuracy"]
 
             def add(results, row=row):
-                results["rows"] = [r for r in results["rows"] if (r["domain"], r["model"], r["seed"], r["train_tokens"])
-                                   != (row["domain"], row["model"], row["seed"], row["train_tokens"])] + [row]
+                results["rows"] = [r for r in results["rows"] if run_key(r) != run_key(row)] + [row]
                 results["codec"] = {"name": json.loads((Path(args.data) / "index.json").read_text())["codec"]["name"],
                                     "weights_sha256": codec_sha256(args.data)}
                 sm = split_minutes(args.data)
@@ -192,6 +211,11 @@ def _ms(values, fmt: str, scale: float = 1.0) -> str:
     return f"{v.mean():{fmt}} ± {v.std(ddof=1):{std_fmt}}" if len(v) > 1 else f"{v[0]:{fmt}}"
 
 
+def _label(group: tuple) -> str:
+    model, prec = group
+    return LABELS[model] + ("" if prec == "fp32" else f", {prec} autocast")
+
+
 def tables(results: dict) -> str:
     """Per domain: the paper-style table (mean ± sample std over seeds) and the paired deltas vs GPT-S."""
     out = []
@@ -199,25 +223,34 @@ def tables(results: dict) -> str:
         rows = [r for r in results["rows"] if r["domain"] == domain]
         budget = max(r["train_tokens"] for r in rows)
         rows = [r for r in rows if r["train_tokens"] == budget]  # one budget per table
-        by = {m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["seed"]) for m in MODELS}
+        # one group per (model, precision), fp32 first
+        by = {(m, p): sorted((r for r in rows if r["model"] == m and r.get("precision", "fp32") == p),
+                             key=lambda r: r["seed"]) for p in ("fp32", "bf16") for m in MODELS}
+        by = {g: rs for g, rs in by.items() if rs}
         out += [f"| {domain} | params | test NLL | acc (%) | PPL | NLL, closed-loop mel | seeds | train tokens |",
                 "|---|---|---|---|---|---|---|---|"]
-        for m, rs in by.items():
+        for g, rs in by.items():
             if rs:
-                out.append(f"| {LABELS[m]} | {rs[0]['params'] / 1e6:.2f}M | {_ms([r['nll'] for r in rs], '.3f')} | "
+                out.append(f"| {_label(g)} | {rs[0]['params'] / 1e6:.2f}M | {_ms([r['nll'] for r in rs], '.3f')} | "
                            f"{_ms([r['accuracy'] for r in rs], '.2f', 100)} | {_ms([r['ppl'] for r in rs], '.2f')} | "
                            f"{_ms([r['nll_closed_loop'] for r in rs], '.3f')} | {', '.join(str(r['seed']) for r in rs)} | "
                            f"{budget:,} |")
-        base = {r["seed"]: r for r in by["gpt-s"]}
-        paired = [(m, [(r, base[r["seed"]]) for r in rs if r["seed"] in base]) for m, rs in by.items() if m != "gpt-s"]
-        paired = [(m, ps) for m, ps in paired if ps]
+        # paired against GPT-S of the same seed and precision; the bf16 GPT-S against the fp32 one
+        paired = []
+        for (m, p), rs in by.items():
+            b = ("gpt-s", "fp32") if m == "gpt-s" else ("gpt-s", p)
+            if (m, p) != b:
+                base = {r["seed"]: r for r in by.get(b, [])}
+                paired.append(((m, p), b, [(r, base[r["seed"]]) for r in rs if r["seed"] in base]))
+        paired = [x for x in paired if x[2]]
         if paired:
             out += ["", f"| {domain}: paired, model − GPT-S (same seed, same crops) | Δ NLL per seed | Δ NLL mean ± std | "
                     "Δ acc (points) | Δ NLL closed-loop mel |", "|---|---|---|---|---|"]
-            for m, ps in paired:
+            for g, b, ps in paired:
                 dn = [r["nll"] - b["nll"] for r, b in ps]
                 dcl = [r["nll_closed_loop"] - b["nll"] for r, b in ps if r["nll_closed_loop"] is not None]
-                out.append(f"| {LABELS[m]} | {' / '.join(f'{x:+.3f}' for x in dn)} | {_ms(dn, '+.3f')} | "
+                name = _label(g) + (" − GPT-S fp32: the precision alone" if g[0] == "gpt-s" else "")
+                out.append(f"| {name} | {' / '.join(f'{x:+.3f}' for x in dn)} | {_ms(dn, '+.3f')} | "
                            f"{_ms([r['accuracy'] - b['accuracy'] for r, b in ps], '+.2f', 100)} | {_ms(dcl, '+.3f')} |")
         out.append("")
     return "\n".join(out)
@@ -234,10 +267,13 @@ def plot(results: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(domains), figsize=(5.5 * len(domains), 4), squeeze=False)
     colours = dict(zip(MODELS, ("tab:blue", "tab:purple", "tab:red", "tab:gray", "tab:orange")))
     for ax, domain in zip(axes[0], domains):
+        labelled = set()
         for r in sorted((r for r in results["rows"] if r["domain"] == domain), key=lambda r: (r["model"], r["seed"])):
             t, nll = np.asarray(r["dev_curve"], dtype=float).T
-            first = r["seed"] == min(x["seed"] for x in results["rows"] if x["domain"] == domain and x["model"] == r["model"])
-            ax.plot(t / 1e6, nll, color=colours[r["model"]], alpha=0.8, lw=1.2, label=LABELS[r["model"]] if first else None)
+            g = (r["model"], r.get("precision", "fp32"))
+            ax.plot(t / 1e6, nll, color=colours[r["model"]], alpha=0.8, lw=1.2, ls="-" if g[1] == "fp32" else "--",
+                    label=None if g in labelled else _label(g))
+            labelled.add(g)
         ax.set(title=f"{domain}: dev NLL (one line per seed)", xlabel="training tokens (millions)", ylabel="dev NLL (nats)")
         lo = min(min(p[1] for p in r["dev_curve"]) for r in results["rows"] if r["domain"] == domain)
         ax.set_ylim(lo - 0.05, lo + 1.0)

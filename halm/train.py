@@ -567,6 +567,6 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
     if world > 1:
         dist.barrier()
     return {"run": str(run), "preset": preset, "family": family, "params": n_params, "steps": step,
-            "tokens": tokens_seen, "new_tokens": new_tokens,
+            "tokens": tokens_seen, "new_tokens": new_tokens, "precision": "bf16" if use_bf16 else "fp32",
             "tokens_per_s": round(new_tokens / dt, 1) if new_tokens else None, **last_val}
 

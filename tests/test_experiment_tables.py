@@ -60,6 +60,20 @@ def test_whisper_gpt_tables_pair_each_model_with_gpt_s_of_the_same_seed():
     assert "| GPT-S (tokens only) | 4.00M | 3.050 ± 0.071 |" in text
 
 
+def test_whisper_gpt_tables_pair_within_one_precision_and_show_the_precision_alone():
+    rows = [_wg_row("gpt-s", 0, 3.10), {**_wg_row("gpt-s", 0, 3.12), "precision": "bf16"},
+            {**_wg_row("gpt-l", 0, 3.00), "precision": "bf16"}, _wg_row("gpt-l", 1, 2.50)]
+    lines = wg.tables({"rows": rows}).splitlines()
+    # GPT-L in bf16 against GPT-S in bf16 of its seed (not the fp32 one); seed 1 has no GPT-S: not paired
+    assert any(line.startswith("| GPT-L (tokens only), bf16 autocast | -0.120 |") for line in lines)
+    assert any(line.startswith("| GPT-S (tokens only), bf16 autocast − GPT-S fp32: the precision alone | +0.020 |")
+               for line in lines)
+    assert not any(line.startswith("| GPT-L (tokens only) | -") for line in lines)
+    assert any(line.startswith("| GPT-L (tokens only) | 4.00M | 2.500 |") for line in lines)
+    # a row written before precision was recorded is the fp32 run of its key
+    assert wg.run_key(_wg_row("gpt-s", 0, 3.1)) == wg.run_key({**_wg_row("gpt-s", 0, 9.9), "precision": "fp32"})
+
+
 @pytest.mark.parametrize("values,expected", [([1.0], "1.000"), ([1.0, 2.0], "1.500 ± 0.707"), ([None, 2.0], "2.000"),
                                              ([None], "—")])
 def test_mean_and_sample_std(values, expected):

@@ -191,6 +191,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path, lm_data):
         train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=[*FAST, "lr=0.01"], progress=False)
     r = train("tiny-gpt", str(lm_data), tmp_path / "run", steps=2, overrides=FAST, progress=False)
     assert r["new_tokens"] == 0  # already complete: nothing to do
+    assert r["precision"] == "fp32"  # amp=none; the experiment scripts key their rows on it
 
 
 def test_load_run_and_mismatched_mel_settings(tmp_path, lm_data):
