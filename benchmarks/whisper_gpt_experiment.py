@@ -137,10 +137,9 @@ def precision(amp: str) -> str:
     """The precision halm.train will use here for --amp: 'bf16' (autocast) or 'fp32'."""
     import torch
 
-    from halm.train import has_native_bf16
+    from halm.train import precision_for
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return "bf16" if amp == "bf16" or (amp == "auto" and has_native_bf16(device)) else "fp32"
+    return precision_for(amp, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _commit() -> str:

@@ -220,6 +220,11 @@ class ItemCropSampler(_SeededSampler):
 
 
 
+def precision_for(amp: str, device: torch.device) -> str:
+    """What a run trains in for its `amp` setting on this device: 'bf16' (autocast) or 'fp32'."""
+    return "bf16" if amp == "bf16" or (amp == "auto" and has_native_bf16(device)) else "fp32"
+
+
 def has_native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast runs on bf16 hardware here (else it is emulated and slower than fp32)."""
     if device.type == "cuda":
@@ -421,7 +426,7 @@ def _train(kit: TrainingRun, preset: str | None, data: str, steps: int | None, o
                                   fused=device.type == "cuda")  # after sharding: FSDP's parameters are the shards
     if st is not None:
         load_optimizer_state(core, optimizer, st["optimizer"], fsdp)
-    use_bf16 = tcfg.amp == "bf16" or (tcfg.amp == "auto" and has_native_bf16(device))
+    use_bf16 = precision_for(tcfg.amp, device) == "bf16"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     log = kit.metrics(step)  # metrics.jsonl + tb/ (rank 0), rows an interrupted run logged after `step` dropped
 
