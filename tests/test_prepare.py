@@ -15,8 +15,10 @@ import torch
 from halm.audio import MelConfig, causal_log_mel, load_audio
 from halm.codec.model import Codec
 from halm.data import open_dataset
+from halm.data.codec_mel import derive_codec_mel
 from halm.data.prepare import DatasetMismatch, PrepareConfig, hash_split, prepare
 from halm.data.synth import synthesize
+from halm.errors import UserError
 from tests.helpers import tiny_codec_dir
 
 
@@ -179,6 +181,40 @@ def test_mel_source_codec_stores_the_closed_loop_mel(tmp_path, corpus, codec_dir
         expected = closed.full(torch.from_numpy(c.codes[:1].astype(np.int64)))[0].numpy()
         np.testing.assert_allclose(c.mel.astype(np.float32), expected, atol=2e-3)  # float16 storage
         assert np.abs(c.mel.astype(np.float32) - a.mel.astype(np.float32)).mean() > 0.05
+
+
+def test_the_codec_mel_derived_from_a_dataset_equals_a_direct_prepare_and_resumes(tmp_path, corpus, codec_dir):
+    cfg = PrepareConfig(codec=str(codec_dir), shard_size=3)
+    prepare(str(corpus), tmp_path / "audio_mel", cfg, progress=False)
+    prepare(str(corpus), tmp_path / "direct", PrepareConfig(codec=str(codec_dir), shard_size=3, mel_source="codec"),
+            progress=False)
+    r = derive_codec_mel(tmp_path / "audio_mel", tmp_path / "derived", progress=False)
+    assert r["realtime_factor"] and r["items"] == sum(s["items"] for s in r["splits"].values())
+    direct, derived = (json.loads((tmp_path / n / "index.json").read_text()) for n in ("direct", "derived"))
+    assert derived.pop("derived_from") == str(tmp_path / "audio_mel") and derived == direct
+    for a, b in zip(open_dataset(tmp_path / "direct"), open_dataset(tmp_path / "derived"), strict=True):
+        assert a.id == b.id and a.split == b.split and np.array_equal(a.codes, b.codes)
+        # batches group other clips than the direct run's, so float rounding may differ by a float16 step
+        np.testing.assert_allclose(b.mel.astype(np.float32), a.mel.astype(np.float32), atol=2e-2)
+    shards = sorted((tmp_path / "derived" / "shards").glob("shard_*"))
+    assert len(shards) >= 2
+    assert (shards[0] / "codes.npy").read_bytes() == (tmp_path / "audio_mel" / "shards" / shards[0].name / "codes.npy").read_bytes()
+    # a direct prepare accepts the derived folder as finished; a lost shard is decoded again (2 workers), no other
+    again = prepare(str(corpus), tmp_path / "derived", PrepareConfig(codec=str(codec_dir), shard_size=3,
+                                                                     mel_source="codec"), progress=False)
+    assert again["realtime_factor"] is None
+    kept = (shards[1] / "mel.npy").stat().st_mtime_ns
+    shutil.rmtree(shards[0])
+    r = derive_codec_mel(tmp_path / "audio_mel", tmp_path / "derived", workers=2, progress=False)
+    assert (shards[1] / "mel.npy").stat().st_mtime_ns == kept and (shards[0] / "mel.npy").exists()
+    assert r["new_seconds"] < sum(s["seconds"] for s in r["splits"].values())
+    np.testing.assert_allclose(np.load(shards[0] / "mel.npy").astype(np.float32),
+                               np.load(tmp_path / "direct" / "shards" / shards[0].name / "mel.npy").astype(np.float32), atol=2e-2)
+    with pytest.raises(UserError, match="already the codec"):
+        derive_codec_mel(tmp_path / "direct", tmp_path / "again", progress=False)
+    bad = subprocess.run([sys.executable, "-m", "halm", "prepare", "--source", str(tmp_path / "audio_mel"), "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--mel-source codec" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_captions_of_one_recording_share_a_split_and_other_items_keep_their_id_hash():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from halm.cli.common import add_device, add_json, defaults
+from halm.errors import UserError
 
 
 def cmd_synth(args) -> int:
@@ -107,8 +109,11 @@ def cmd_mel(args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    from halm.data.codec_mel import derive_codec_mel, is_prepared
     from halm.data.prepare import PrepareConfig, prepare
 
+    if is_prepared(args.source):
+        return _derive(args, derive_codec_mel)
     cfg = PrepareConfig(codec=args.codec, n_codebooks=args.n_codebooks, frames_per_token=args.frames_per_token,
                         n_mels=args.n_mels, mel_source=args.mel_source, shard_size=args.shard_size,
                         test_share=args.test_share, dev_share=args.dev_share, min_seconds=args.min_seconds,
@@ -122,6 +127,33 @@ def cmd_prepare(args) -> int:
     rate = f" at {r['realtime_factor']:.0f}x real time" if r["realtime_factor"] else " (nothing new: already complete)"
     print(f"{r['out']}: {r['items']} items{rate}; splits " +
           ", ".join(f"{k} {v['items']} items / {v['seconds'] / 60:.1f} min" for k, v in sorted(r["splits"].items())))
+    if r["skipped"]:
+        print(f"skipped {r['skipped']} files; reasons in {r['out']}/skipped.jsonl")
+    return 0
+
+
+def _derive(args, derive_codec_mel) -> int:
+    """--source is a prepared dataset: its codec-mel version, from its codes (no audio is read)."""
+    from halm.data.prepare import PrepareConfig
+
+    src = json.loads((Path(args.source) / "index.json").read_text())
+    if args.mel_source != "codec":
+        raise UserError(f"--source {args.source} is a prepared dataset: it can only be turned into its codec-mel version "
+                        f"(--mel-source codec); for other settings prepare its source {src.get('source')!r} again")
+    d = defaults(PrepareConfig)
+    given = {"--codec": (args.codec, d["codec"], src["codec"]["name"]),
+             "--frames-per-token": (args.frames_per_token, d["frames_per_token"], src["mel"].get("frames_per_token")),
+             "--n-mels": (args.n_mels, d["n_mels"], src["mel"].get("n_mels"))}
+    for flag, (value, default, theirs) in given.items():
+        if value != default and value != theirs:
+            raise UserError(f"{flag} {value}: --source {args.source} is a prepared dataset with {flag} {theirs}; "
+                            f"its codec mel keeps its settings")
+    r = derive_codec_mel(args.source, args.out, workers=args.workers, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    rate = f" at {r['realtime_factor']:.1f}x real time" if r["realtime_factor"] else " (nothing new: already complete)"
+    print(f"{r['out']}: the codec mel of {r['derived_from']}, {r['items']} items{rate}")
     if r["skipped"]:
         print(f"skipped {r['skipped']} files; reasons in {r['out']}/skipped.jsonl")
     return 0
@@ -175,7 +207,8 @@ def register(sub) -> None:
                        description="Encode every clip of a source with the codec and compute its causal mel "
                        "slices; write a memory-mappable dataset with index.json. Resumable: rerun the same command "
                        "after an interruption. Bad files are skipped and listed in DATA/skipped.jsonl.")
-    s.add_argument("--source", required=True, help="LibriSpeech tree, audio folder, JSONL manifest or synth corpus")
+    s.add_argument("--source", required=True, help="LibriSpeech tree, audio folder, JSONL manifest or synth corpus; or a prepared "
+                   "dataset with --mel-source codec: its codec-mel version from its codes, without encoding the audio again")
     s.add_argument("--out", required=True, help="dataset folder (an existing one is continued; settings must match)")
     from halm.data.prepare import PrepareConfig
 

@@ -474,3 +474,4 @@ def _finish(out: Path, index_path: Path, expected: dict, items, shards, reencode
             "splits": splits, "new_seconds": round(new_s, 2), "elapsed_s": round(elapsed, 2),
             "realtime_factor": round(new_s / elapsed, 1) if n_todo and elapsed > 0 else None,
             "previously_done_seconds": round(total_s, 2)}
+
