@@ -79,8 +79,9 @@ def corpus(args) -> dict:
     commands["prepare"] = "halm " + " ".join(cmd)
     t1 = time.perf_counter()
     subprocess.run(_python_m_halm(*cmd), check=True)
-    if args.codec_mel:  # the same corpus with the mel of the codec's coarse decoding (whisper-gpt-codecmel)
-        cmd = ["prepare", "--source", str(manifest), "--out", f"{data}_codecmel", "--workers", str(args.workers),
+    if args.codec_mel:  # the same corpus with the mel of the codec's coarse decoding (whisper-gpt-codecmel),
+        # decoded from the prepared codes (halm.data.codec_mel: the audio is not encoded again)
+        cmd = ["prepare", "--source", str(data), "--out", f"{data}_codecmel", "--workers", str(args.workers),
                "--mel-source", "codec"]
         commands["prepare_codec_mel"] = "halm " + " ".join(cmd)
         subprocess.run(_python_m_halm(*cmd), check=True)
