@@ -5,7 +5,7 @@ test-split NLL with the caption and with the null condition, then `halm eval-t2a
 (0 = the null-caption floor: the text is ignored), each next to the reference clips' ceiling and the
 references through the run's codec (what generation can reach). Appends one row per (run, cfg) to
 --results (a JSON file; rows of the same run, cfg and seed are replaced) with the codec's and the
-judge's weight hashes and the corpus sizes; --tables prints the markdown tables of docs/results.md.
+judge's weight hashes and the corpus sizes; --tables prints the markdown tables of docs/results_t2a.md.
 
     python benchmarks/t2a_baseline.py --run RUN/best --captions HELDOUT --domain sfx --n 147 --cfgs 0 1 3 5 \
         --out EVALS --results docs/results/t2a_rr.json

@@ -9,7 +9,7 @@ Three steps; each is resumable (rerun the same command after an interruption) an
     #    (the hybrids also on the closed-loop mel); one row per run into --results
     python benchmarks/whisper_gpt_experiment.py train --data DATA/speech --domain speech --runs RUNS \\
         --tokens 1500000 --seeds 0 1 2 --models gpt-s whisper-gpt whisper-gpt-nomel --results docs/results/whisper_gpt.json
-    # 3. the markdown tables of docs/results.md (mean ± std, paired deltas vs GPT-S) and the dev-NLL figure
+    # 3. the markdown tables of docs/results_whisper_gpt.md (mean ± std, paired deltas vs GPT-S) and the dev-NLL figure
     python benchmarks/whisper_gpt_experiment.py tables --results docs/results/whisper_gpt.json --plot docs/whisper_gpt_curves.png
 
 Models of one seed see the same crops in the same order (the crop sampler is seeded by the run's seed
@@ -298,7 +298,7 @@ def main():
     c.add_argument("--codec-mel", action="store_true", help="also prepare ROOT/DOMAIN_codecmel with --mel-source codec "
                    "(for whisper-gpt-codecmel)")
     c.add_argument("--renderer", choices=["halm", "tinysoundfont"], default="halm",
-                   help="music: halm synth's SoundFont renderer (default halm; the tables in docs/results.md were "
+                   help="music: halm synth's SoundFont renderer (default halm; the tables in docs/results_whisper_gpt.md were "
                    "made with tinysoundfont, generator version 1)")
     t = sub.add_parser("train", help="train and score every (model, seed) of one domain")
     t.add_argument("--data", required=True, help="prepared dataset (the corpus step's ROOT/DOMAIN)")

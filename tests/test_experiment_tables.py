@@ -1,4 +1,4 @@
-"""The experiment scripts' tables (benchmarks/): the numbers docs/results.md shows are the rows' numbers —
+"""The experiment scripts' tables (benchmarks/): the numbers docs/results_*.md show are the rows' numbers —
 means and sample spreads over seeds, paired deltas against the baseline of the same seed."""
 
 import importlib
