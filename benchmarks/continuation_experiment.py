@@ -168,14 +168,61 @@ def run(args) -> dict:
               "judge_speech_heads": heads, "prompt_ids": [it["id"] for it in items], "rows": rows, "png": str(png) if png else None,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+        add_run(Path(args.results), result)
     return result
+
+
+def add_run(path: Path, result: dict) -> None:
+    """Append one invocation's result to path's "runs" (read-modify-write under a lock, atomic replace)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {"runs": []}
+        results["runs"].append(result)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(path)
+
+
+LABELS = {"gpt-s": "GPT-S", "whisper-gpt": "Whisper-GPT (closed loop)",
+          "whisper-gpt-codecmel": "Whisper-GPT trained on the codec mel (closed loop)"}
+
+
+def _decode(row: dict, fine: str | None) -> str:
+    k = row.get("codebooks")
+    if k is None:
+        return "as recorded"
+    if k == 1:
+        return "codec, coarse codebook"
+    return f"codec, all {k} codebooks" + (f" ({Path(fine).name} samples codebooks 1-{k - 1})" if fine and "run" in row else "")
+
+
+def tables(results: dict) -> str:
+    """The markdown table of every row of every run in the file (the ceilings first, then the models as run)."""
+    out = ["| decode | continuation | run | prompts | F0 ratio, median (IQR) | F0 within ±20% | voiced share (prompt) | "
+           + " | ".join(f"judge: same {h}" for h in SPEECH_HEADS) + " | judge: true accent |",
+           "|---|---|---|---|---|---|---|" + "---|" * (len(SPEECH_HEADS) + 1)]
+    entries = [(r, run) for run in results["runs"] for r in run["rows"]]
+    entries.sort(key=lambda e: ("run" in e[0], e[0].get("codebooks") or 0))
+    pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+    for r, run in entries:
+        iqr = r.get("f0_ratio_iqr")
+        f0 = "—" if r["f0_ratio_median"] is None else f"{r['f0_ratio_median']:.2f}" + \
+            (f" ({iqr[0]:.2f}–{iqr[1]:.2f})" if iqr else "")
+        agree = r.get("judge_agrees_with_prompt", {})
+        who = "the real audio after the prompt" if "run" not in r else LABELS.get(r["model"], r["model"])
+        src = "/".join(Path(r["run"]).parts[-2:]) if "run" in r else "—"
+        out.append(f"| {_decode(r, run.get('fine'))} | {who} | {src} | {r['n_prompts']} | {f0} | {pct(r['f0_within_20pct'])} | "
+                   f"{pct(r['voicing_share'])} ({pct(r['voicing_share_prompt'])}) | "
+                   + " | ".join(pct(agree.get(h)) for h in SPEECH_HEADS) + f" | {pct(r.get('judge_true_accent'))} |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="prepared dataset whose test split gives the prompts")
+    p.add_argument("--data", help="prepared dataset whose test split gives the prompts (required unless --tables)")
     p.add_argument("--runs", nargs="*", default=[], help="NAME=RUN pairs (gpt / whisper_gpt runs)")
     p.add_argument("--references", action="store_true", help="also the ceilings: the real audio after each prompt, "
                    "as it is and through the codec (coarse codebook / all codebooks)")
@@ -186,9 +233,18 @@ def main(argv: list[str] | None = None):
     p.add_argument("--seconds", type=float, default=4.0, help="continuation length (default 4)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     p.add_argument("--top-k", type=int, default=0, help="top-k (default 0 = all)")
-    p.add_argument("--out", required=True, help="folder for the WAVs and the PNG")
-    p.add_argument("--results", help="JSON file for the result")
-    return run(p.parse_args(argv))
+    p.add_argument("--out", help="folder for the WAVs and the PNG (required unless --tables)")
+    p.add_argument("--results", help="JSON file: this run's result is added to its \"runs\"")
+    p.add_argument("--tables", action="store_true", help="print the markdown table of --results and exit")
+    args = p.parse_args(argv)
+    if args.tables:
+        if not args.results:
+            p.error("--tables needs --results")
+        print(tables(json.loads(Path(args.results).read_text())))
+        return None
+    if not args.data or not args.out:
+        p.error("--data and --out are required (unless --tables)")
+    return run(args)
 
 
 if __name__ == "__main__":

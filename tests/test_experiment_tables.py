@@ -2,6 +2,7 @@
 means and sample spreads over seeds, paired deltas against the baseline of the same seed."""
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 rr = importlib.import_module("rr_experiment")
 wg = importlib.import_module("whisper_gpt_experiment")
+cont = importlib.import_module("continuation_experiment")
 
 
 def _rr_row(setting, seed, nll, event, fad=0.5):
@@ -78,3 +80,28 @@ def test_whisper_gpt_tables_pair_within_one_precision_and_show_the_precision_alo
                                              ([None], "—")])
 def test_mean_and_sample_std(values, expected):
     assert rr._ms(values, ".3f") == expected
+
+
+def _cont_row(model, ratio, within, run=None, codebooks=1):
+    r = {"model": model, "n_prompts": 30, "f0_ratio_median": ratio, "f0_within_20pct": within, "f0_ratio_iqr": [0.9, 1.3],
+         "voicing_share": 0.2, "voicing_share_prompt": 0.43, "judge_true_accent": 0.1,
+         "judge_agrees_with_prompt": {"accent": 0.5, "timbre": 0.25, "pitch": 0.4, "rate": 0.3}, "codebooks": codebooks}
+    return {**r, "run": run} if run else r
+
+
+def test_continuation_tables_show_every_run_of_the_file_ceilings_first_and_results_accumulate(tmp_path):
+    first = {"fine": None, "rows": [_cont_row("gpt-s", 1.07, 0.76, "RUNS/speech/gpt-s/seed0")]}
+    refs = {"fine": None, "rows": [{k: v for k, v in _cont_row("real continuation", 0.97, 1.0).items() if k != "codebooks"}]}
+    full = {"fine": "RUNS/speech/fine-s", "rows": [_cont_row("whisper-gpt-codecmel", 1.16, 0.59,
+                                                             "RUNS/speech/whisper-gpt-codecmel/seed0-bf16", 8)]}
+    path = tmp_path / "c.json"
+    for result in (first, refs, full):
+        cont.add_run(path, result)
+    text = cont.tables(json.loads(path.read_text()))
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(lines) == 3 and lines[0].startswith("| as recorded | the real audio after the prompt | — | 30 | 0.97 ")
+    assert lines[1] == ("| codec, coarse codebook | GPT-S | gpt-s/seed0 | 30 | 1.07 (0.90–1.30) | 76% | 20% (43%) | "
+                        "50% | 25% | 40% | 30% | 10% |")
+    assert lines[2].startswith("| codec, all 8 codebooks (fine-s samples codebooks 1-7) | Whisper-GPT trained on the codec "
+                               "mel (closed loop) | whisper-gpt-codecmel/seed0-bf16 | 30 | 1.16 (0.90–1.30) | 59% |")
+

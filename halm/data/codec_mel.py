@@ -89,7 +89,7 @@ def derive_codec_mel(data: str | os.PathLike, out: str | os.PathLike, workers: i
         todo = [(str(data / "shards" / n), str(out / "shards" / n)) for n in names if not (out / "shards" / n).is_dir()]
         seconds = [sum(r["seconds"] for r in _jsonl(Path(s) / "items.jsonl")) for s, _ in todo]
         bar = tqdm(total=sum(seconds), unit="s", unit_scale=True, desc="codec mel", disable=not progress,
-                   dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {postfix}]")
+                   dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}{postfix}]")
         t0 = time.perf_counter()
         cfg = asdict(PrepareConfig(codec=src["codec"]["name"], mel_source="codec", batch_seconds=batch_seconds))
         init_args = (src["codec"]["name"], None, mel_cfg.to_dict(), cfg)
