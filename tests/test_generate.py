@@ -176,4 +176,4 @@ def test_continuation_experiment_scores_voices_with_the_shipped_judges_speech_he
         assert set(row["judge_agrees_with_prompt"]) == set(r["judge_speech_heads"])
         assert all(0 <= v <= 1 for v in row["judge_agrees_with_prompt"].values()) and 0 <= row["voicing_share"] <= 1
     assert sorted(p.name for p in (out / "hybrid").iterdir()) == [f"{i:03d}.wav" for i in range(3)] and Path(r["png"]).is_file()
-    assert json.loads((tmp_path / "c.json").read_text())["rows"] == json.loads(json.dumps(r["rows"]))
+    assert json.loads((tmp_path / "c.json").read_text())["runs"] == [json.loads(json.dumps(r))]  # --results adds the run
