@@ -278,7 +278,7 @@ def plot(results: dict, path: str) -> None:
         lo = min(min(p[1] for p in r["dev_curve"]) for r in results["rows"] if r["domain"] == domain)
         ax.set_ylim(lo - 0.05, lo + 1.0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper right", fontsize="small")  # the curves fall from the upper left
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
