@@ -215,6 +215,13 @@ def test_the_codec_mel_derived_from_a_dataset_equals_a_direct_prepare_and_resume
     bad = subprocess.run([sys.executable, "-m", "halm", "prepare", "--source", str(tmp_path / "audio_mel"), "--out",
                           str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--mel-source codec" in bad.stderr and "Traceback" not in bad.stderr
+    # a damaged source shard is named before anything is decoded; the shards derived so far stay
+    src_codes = tmp_path / "audio_mel" / "shards" / shards[1].name / "codes.npy"
+    src_codes.write_bytes(src_codes.read_bytes()[:-8])
+    shutil.rmtree(shards[1])
+    with pytest.raises(UserError, match=rf"{shards[1].name}: codes.npy has .* bytes"):
+        derive_codec_mel(tmp_path / "audio_mel", tmp_path / "derived", progress=False)
+    assert (shards[0] / "mel.npy").exists() and not shards[1].exists()
 
 
 def test_captions_of_one_recording_share_a_split_and_other_items_keep_their_id_hash():

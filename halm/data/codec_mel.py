@@ -87,6 +87,10 @@ def derive_codec_mel(data: str | os.PathLike, out: str | os.PathLike, workers: i
                 print(f"halm prepare: {out / 'shards' / n}: {why}; decoding it again", file=sys.stderr)
                 shutil.rmtree(out / "shards" / n)
         todo = [(str(data / "shards" / n), str(out / "shards" / n)) for n in names if not (out / "shards" / n).is_dir()]
+        for s, _ in todo:  # a damaged source shard: one line naming it, before any decoding
+            if not Path(s).is_dir() or (why := shard_problem(Path(s))):
+                raise UserError(f"{s}: {why if Path(s).is_dir() else 'missing'}; rerun the halm prepare command that made "
+                                f"{data} (it prepares that shard again), then this one")
         seconds = [sum(r["seconds"] for r in _jsonl(Path(s) / "items.jsonl")) for s, _ in todo]
         bar = tqdm(total=sum(seconds), unit="s", unit_scale=True, desc="codec mel", disable=not progress,
                    dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}{postfix}]")
